@@ -1,0 +1,170 @@
+"""The agent's settings: one TOML file, overridable by ``HOMEWATT_`` environment variables.
+
+``load_config`` turns every validation problem into one :class:`ConfigError` that names the key
+and says how to fix it; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge_agent.errors import ConfigError
+
+ID = r"^[A-Za-z0-9:_.-]{1,64}$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(Section):
+    url: str = "mqtt://127.0.0.1:1883"  # mqtt:// plain, mqtts:// TLS
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=1200)] = 30
+    # AWS IoT Core per-connection limits: 100 publishes/s and 512 KB/s.
+    publish_rate_per_s: Annotated[float, Field(gt=0)] = 100.0
+    publish_bytes_per_s: Annotated[int, Field(gt=0)] = 512 * 1024
+    batch_max_bytes: Annotated[int, Field(ge=1024, le=128 * 1024)] = 128 * 1024
+    max_inflight_batches: Annotated[int, Field(ge=1, le=100)] = 8
+    ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 120.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MqttSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("url must start with mqtt:// or mqtts://")
+        return self
+
+
+class BufferSettings(Section):
+    path: Path | None = None  # default: <data_dir>/buffer.sqlite
+    max_bytes: Annotated[int, Field(ge=1_000_000)] = 256 * 1024 * 1024
+    # When full: thin the oldest data to one reading per this many minutes per channel,
+    # then drop the oldest. Both are counted and reported in the gateway status.
+    thin_to_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
+
+
+class BusSettings(Section):
+    name: Annotated[str, Field(pattern=ID)]
+    kind: Literal["tcp", "rtu", "rtu_over_tcp"]
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    serial_port: str | None = None
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    # Silence between frames; RS485 devices need >= 3.5 characters, many want more.
+    frame_gap_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> BusSettings:
+        if self.kind == "rtu" and not self.serial_port:
+            raise ValueError(f"bus {self.name!r} is rtu: set serial_port (e.g. /dev/ttyUSB0)")
+        if self.kind != "rtu" and not self.host:
+            raise ValueError(f"bus {self.name!r} is {self.kind}: set host")
+        return self
+
+
+class S0Settings(Section):
+    pin: Annotated[int, Field(ge=0, le=40)]
+    impulses_per_kwh: Annotated[float, Field(gt=0)] = 1000.0
+    debounce_ms: Annotated[float, Field(ge=0, le=1000)] = 30.0
+
+
+class MeterSettings(Section):
+    id: Annotated[str, Field(pattern=ID)]
+    model: Literal["sdm120", "sdm630", "sdm72", "sunspec", "s0"]
+    role: Literal["grid", "pv", "load"] = "load"
+    bus: str | None = None
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
+    # Counters rising faster than this power allows are flagged suspect.
+    max_power_w: Annotated[float, Field(gt=0)] = 50_000.0
+    s0: S0Settings | None = None
+
+    @model_validator(mode="after")
+    def _wiring(self) -> MeterSettings:
+        if self.model == "s0" and self.s0 is None:
+            raise ValueError(f"meter {self.id!r} is s0: add a [meters.s0] table with its pin")
+        if self.model != "s0" and not self.bus:
+            raise ValueError(f"meter {self.id!r} reads over Modbus: set bus to a [[buses]] name")
+        return self
+
+
+class AgentConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    gateway_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_-]{1,128}$")]
+    data_dir: Path = Path("/var/lib/homewatt")
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no local health server
+    status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    mqtt: MqttSettings = MqttSettings()
+    buffer: BufferSettings = BufferSettings()
+    buses: list[BusSettings] = Field(default_factory=list)
+    meters: list[MeterSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        names = [b.name for b in self.buses]
+        if len(set(names)) != len(names):
+            raise ValueError("bus names must be unique")
+        ids = [m.id for m in self.meters]
+        if len(set(ids)) != len(ids):
+            raise ValueError("meter ids must be unique")
+        for meter in self.meters:
+            if meter.bus is not None and meter.bus not in names:
+                raise ValueError(f"meter {meter.id!r} names bus {meter.bus!r}, which no [[buses]] "
+                                 f"entry defines (known: {', '.join(names) or 'none'})")
+        return self
+
+    @property
+    def buffer_path(self) -> Path:
+        return self.buffer.path or self.data_dir / "buffer.sqlite"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, so a systemd drop-in can override one key.
+        return env_settings, init_settings
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a TOML config; raise :class:`ConfigError` naming the bad key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError("", f"config file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return AgentConfig(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against the configuration reference)"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        raise ConfigError(key, message) from exc
