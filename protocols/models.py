@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocols.errors import InvalidMessage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final[Literal[1]] = 1
 # AWS IoT Core thing names: [a-zA-Z0-9:_-]{1,128}.
 GATEWAY_ID_PATTERN = r"^[A-Za-z0-9:_-]{1,128}$"
 METER_ID_PATTERN = r"^[A-Za-z0-9:_.-]{1,64}$"
