@@ -11,7 +11,14 @@ import math
 from enum import StrEnum
 from typing import Annotated, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocols.errors import InvalidMessage
 
@@ -92,12 +99,13 @@ class TelemetryBatch(WireModel):
     gateway_id: GatewayId
     readings: Annotated[list[Reading], Field(min_length=1, max_length=10_000)]
 
-    @model_validator(mode="after")
-    def _every_reading_has_seq(self) -> TelemetryBatch:
-        for index, reading in enumerate(self.readings):
+    @field_validator("readings")
+    @classmethod
+    def _every_reading_has_seq(cls, readings: list[Reading]) -> list[Reading]:
+        for index, reading in enumerate(readings):
             if reading.seq is None:
                 raise ValueError(f"readings.{index}.seq is required in a batch")
-        return self
+        return readings
 
 
 class SeqRange(WireModel):
@@ -160,7 +168,8 @@ def decode(model: type[M], payload: bytes | str) -> M:
         return model.model_validate_json(payload, strict=False)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidMessage(_field_path(dict(first)), str(first["msg"])) from exc
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidMessage(_field_path(dict(first)), reason) from exc
 
 
 def encode(message: BaseModel) -> bytes:

@@ -34,7 +34,9 @@ _HW_TAILS: dict[tuple[str, ...], HwKind] = {
 
 def _thing(name: str) -> str:
     if not _THING.match(name):
-        raise InvalidMessage("gateway_id", f"{name!r} is not a valid thing name [A-Za-z0-9:_-]{{1,128}}")
+        raise InvalidMessage(
+            "gateway_id", f"{name!r} is not a valid thing name (A-Z a-z 0-9 : _ -, 1-128 chars)"
+        )
     return name
 
 
