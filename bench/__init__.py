@@ -1,0 +1,1 @@
+"""Benchmarks: each module has run(...) -> dict[str, float] and prints its figures."""
