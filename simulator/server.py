@@ -1,0 +1,358 @@
+"""``MeterSimulator``: the simulated home served over Modbus TCP, with faults and ground truth.
+
+One pymodbus 3.16 TCP server answers for five units (see :class:`~simulator.meters.MeterBank`).
+pymodbus keeps a register list per device; an ``action`` hook (pymodbus' documented per-access
+callback) copies the bank's current image into it on every read, so a client always reads the
+image the simulation clock last rendered. Faults live in the same hooks:
+
+- ``silent``: no response at all (the client times out). Done on the outgoing packet
+  (``trace_packet``), so *every* request to that unit goes unanswered, valid or not. Unit ids
+  the simulator does not serve are silent too, as on an RS485 line.
+- ``slow``: the answer is sent ``delay_s`` seconds late (other units keep answering).
+- ``exception``: a Modbus exception response with ``code`` (default 4, device failure).
+- ``counter_reset``: one-shot; the unit's energy counters drop to 0, or by ``step_back_wh``.
+
+``pause()`` freezes the simulation clock (and so the registers) until ``resume()``; while
+paused, :meth:`MeterSimulator.truth` is exactly what a read returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypeAlias
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from protocols.errors import ProtocolError
+from protocols.modbus import RegisterKind
+from simulator.meters import MeterBank, SimulatedMeter, Values
+from simulator.profiles import HomeConfig
+
+if TYPE_CHECKING:
+    from simulator.control import ControlServer
+
+log = logging.getLogger(__name__)
+
+_Action: TypeAlias = Callable[
+    [int, int, int, int, list[int], list[int] | list[bool] | None],
+    Coroutine[None, None, ExcCodes | None],
+]
+
+_MBAP_UNIT_BYTE = 6  # Modbus TCP header: tid(2) pid(2) len(2) unit(1)
+
+
+class SimulatorError(Exception):
+    """Root of the simulator's errors."""
+
+
+class UnknownUnit(SimulatorError):
+    def __init__(self, unit: int) -> None:
+        super().__init__(f"unit {unit} is not simulated")
+        self.unit = unit
+
+
+class InvalidFault(SimulatorError):
+    """A fault request the simulator cannot honour; the message names the fix."""
+
+
+class FaultKind(StrEnum):
+    SILENT = "silent"
+    SLOW = "slow"
+    EXCEPTION = "exception"
+    COUNTER_RESET = "counter_reset"
+
+
+_PARAMS: dict[FaultKind, frozenset[str]] = {
+    FaultKind.SILENT: frozenset(),
+    FaultKind.SLOW: frozenset({"delay_s"}),
+    FaultKind.EXCEPTION: frozenset({"code"}),
+    FaultKind.COUNTER_RESET: frozenset({"step_back_wh"}),
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A standing fault of one unit (``counter_reset`` is applied at once, never stored)."""
+
+    kind: FaultKind
+    delay_s: float = 0.0
+    code: int = ExcCodes.DEVICE_FAILURE
+
+    def describe(self) -> dict[str, float | str]:
+        if self.kind is FaultKind.SLOW:
+            return {"kind": self.kind.value, "delay_s": self.delay_s}
+        if self.kind is FaultKind.EXCEPTION:
+            return {"kind": self.kind.value, "code": self.code}
+        return {"kind": self.kind.value}
+
+
+def parse_fault(kind: str, params: Mapping[str, float]) -> Fault:
+    """Validate a fault request. Raises :class:`InvalidFault` naming the bad field."""
+    try:
+        fault_kind = FaultKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in FaultKind)
+        raise InvalidFault(f"kind: {kind!r} is not one of {allowed}") from None
+    unknown = set(params) - _PARAMS[fault_kind]
+    if unknown:
+        raise InvalidFault(f"{sorted(unknown)[0]}: not a parameter of fault {kind!r}")
+    if fault_kind is FaultKind.SLOW:
+        delay = params.get("delay_s")
+        if delay is None or not 0.0 < delay <= 3600.0:
+            raise InvalidFault("delay_s: a slow fault needs 0 < delay_s <= 3600 (seconds)")
+        return Fault(fault_kind, delay_s=float(delay))
+    if fault_kind is FaultKind.EXCEPTION:
+        code = params.get("code", ExcCodes.DEVICE_FAILURE)
+        if code != int(code) or int(code) not in set(ExcCodes):
+            valid = ", ".join(str(int(c)) for c in ExcCodes)
+            raise InvalidFault(f"code: {code!r} is not a Modbus exception code ({valid})")
+        return Fault(fault_kind, code=int(code))
+    if fault_kind is FaultKind.COUNTER_RESET and params.get("step_back_wh", 0.0) < 0:
+        raise InvalidFault("step_back_wh: must be >= 0 (omit it to reset counters to 0)")
+    return Fault(fault_kind)
+
+
+class _RequestHandler(ServerRequestHandler):
+    """pymodbus 3.16's handler, but each answer keeps the transaction id of *its* request.
+
+    The stock handler reads ``self.last_pdu`` again after awaiting the datastore, so a slow
+    answer that arrives after the client gave up goes out with the id of the client's *next*
+    request, which the client then takes as the answer to that one (wrong unit, wrong values).
+    A real slow device answers late with its own id, and the client drops it.
+    """
+
+    def handle_later(self) -> None:
+        request, addr = self.last_pdu, self.last_addr
+        if request is not None:
+            asyncio.run_coroutine_threadsafe(self._answer(request, addr), self.loop)
+
+    async def _answer(self, request: ModbusPDU, addr: tuple[str, int] | None) -> None:
+        try:
+            response = await request.datastore_update(self.server.context, request.dev_id)
+        except NoSuchIdException:
+            return  # no answer at all: the client times out
+        except Exception:  # one bad request answers "device failure", the server keeps serving
+            log.exception("unit %d: request failed", request.dev_id)
+            response = ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+        if not self.transport:
+            return  # the client hung up while the answer was being delayed
+        response.transaction_id = request.transaction_id
+        response.dev_id = request.dev_id
+        self.server_send(response, addr)  # type: ignore[no-untyped-call]
+
+
+class _ModbusServer(ModbusTcpServer):
+    def callback_new_connection(self) -> _RequestHandler:
+        return _RequestHandler(  # type: ignore[no-untyped-call]
+            self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
+class MeterSimulator:
+    """Simulated meters on Modbus TCP, run inside the caller's event loop.
+
+    ``speed`` runs the simulation clock faster than real time (demo: a day in minutes).
+    ``start_ts_ms`` is the simulated wall time at construction (default: now).
+    """
+
+    def __init__(self, seed: int = 1, tick_s: float = 0.2, start_ts_ms: int | None = None,
+                 speed: float = 1.0, config: HomeConfig | None = None) -> None:
+        if tick_s <= 0 or speed <= 0:
+            raise ValueError("tick_s and speed must be > 0")
+        self.seed = seed
+        self.tick_s = tick_s
+        self.speed = speed
+        now_ms = time.time_ns() // 1_000_000
+        self.bank = MeterBank(seed, now_ms if start_ts_ms is None else start_ts_ms, config)
+        self._faults: dict[int, Fault] = {}
+        self._running = asyncio.Event()
+        self._running.set()
+        self._stopping = asyncio.Event()
+        self._server: _ModbusServer | None = None
+        self._clock: asyncio.Task[None] | None = None
+        self._control: ControlServer | None = None
+        self.port: int | None = None
+        self.control_port: int | None = None
+
+    # --- in-process control (the HTTP API calls the same methods) ---------------------
+
+    @property
+    def units(self) -> dict[int, str]:
+        """Served unit ids and what each one measures."""
+        return {unit: meter.name for unit, meter in self.bank.meters.items()}
+
+    @property
+    def ts_ms(self) -> int:
+        """Simulated wall time of the current registers, ms since the epoch."""
+        return self.bank.ts_ms
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def truth(self) -> dict[int, Values]:
+        """unit -> channel -> canonical value the registers encode right now."""
+        return self.bank.truth()
+
+    def faults(self) -> dict[int, Fault]:
+        return dict(self._faults)
+
+    def set_fault(self, unit: int, kind: str, **params: float) -> None:
+        """Inject a fault (see module doc). Raises :class:`UnknownUnit`, :class:`InvalidFault`."""
+        self._meter(unit)
+        fault = parse_fault(kind, params)
+        if fault.kind is FaultKind.COUNTER_RESET:
+            self.bank.step_back_counters(unit, params.get("step_back_wh"))
+            log.info("unit %d: energy counters stepped back (%s)", unit, params or "to 0")
+            return
+        self._faults[unit] = fault
+        log.info("unit %d: fault %s", unit, fault.describe())
+
+    def clear_fault(self, unit: int) -> None:
+        self._meter(unit)
+        if self._faults.pop(unit, None):
+            log.info("unit %d: fault cleared", unit)
+
+    def pause(self) -> None:
+        """Freeze the simulation clock: registers stay as they are until :meth:`resume`."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def _meter(self, unit: int) -> SimulatedMeter:
+        try:
+            return self.bank.meters[unit]
+        except KeyError:
+            raise UnknownUnit(unit) from None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    control_port: int | None = None) -> int:
+        """Listen on ``host:port`` (0: any free port) and return the bound Modbus port.
+
+        With ``control_port`` (0: any free port) the HTTP control API starts too; its port
+        is then :attr:`control_port`. Raises :class:`SimulatorError` when a port is taken.
+        """
+        if self._server is not None:
+            raise SimulatorError("already started")
+        self._stopping.clear()
+        server = _ModbusServer(self._devices(), address=(host, port),
+                                 trace_packet=self._drop_silent)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise SimulatorError(f"cannot listen on {host}:{port}: {exc}") from exc
+        self._server = server
+        self.port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._clock = asyncio.create_task(self._run_clock(), name="meter-sim-clock")
+        if control_port is not None:
+            from simulator.control import ControlServer
+
+            self._control = ControlServer(self)
+            self.control_port = await self._control.start(host, control_port)
+        log.info("meter simulator on %s:%d, units %s", host, self.port, sorted(self.units))
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving; pending slow answers are dropped. Safe to call twice."""
+        self._stopping.set()
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+            self._clock = None
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
+            self._server = None
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            if not self._running.is_set():
+                await self._running.wait()
+                last = loop.time()  # paused time does not exist for the simulation
+                continue
+            now = loop.time()
+            try:
+                self.bank.advance((now - last) * self.speed)
+            except ProtocolError:  # a value the registers cannot carry: keep serving the last
+                log.exception("simulation step failed; registers keep their last values")
+            last = now
+
+    # --- pymodbus hooks -------------------------------------------------------------------
+
+    def _devices(self) -> list[SimDevice]:
+        devices = [SimDevice(0, simdata=_blocks(RegisterKind.INPUT, 0, 1))]  # unknown ids
+        for unit, meter in self.bank.meters.items():
+            first = min(meter.image)
+            size = max(meter.image) + 1 - first
+            size += -size % 16  # a little slack past the last point, as real devices have
+            devices.append(SimDevice(unit, simdata=_blocks(meter.layout.register_kind, first,
+                                                           size), action=self._action(meter)))
+        return devices
+
+    def _action(self, meter: SimulatedMeter) -> _Action:
+        unit = meter.unit
+
+        async def on_access(  # noqa: PLR0917 - pymodbus' SimAction signature
+                func_code: int, start: int, address: int, count: int,
+                            registers: list[int], values: list[int] | list[bool] | None,
+                            ) -> ExcCodes | None:
+            fault = self._faults.get(unit)
+            if fault is not None and fault.kind is FaultKind.EXCEPTION:
+                return ExcCodes(fault.code)
+            if fault is not None and fault.kind is FaultKind.SLOW:
+                await self._sleep_unless_stopping(fault.delay_s)
+                if self._stopping.is_set():
+                    raise NoSuchIdException("simulator stopping: no answer")
+            if values is not None:
+                return ExcCodes.ILLEGAL_ADDRESS  # meters are read-only here
+            image = meter.image  # read after any delay: the answer is as of sending
+            for offset in range(count):
+                registers[address - start + offset] = image.get(address + offset, 0)
+            return None
+
+        return on_access
+
+    async def _sleep_unless_stopping(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay_s)
+
+    def _drop_silent(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus ``trace_packet``: an empty answer is no answer (silent units, stopping)."""
+        if not sending or len(packet) <= _MBAP_UNIT_BYTE:
+            return packet
+        unit = packet[_MBAP_UNIT_BYTE]
+        fault = self._faults.get(unit)
+        silent = fault is not None and fault.kind is FaultKind.SILENT
+        if silent or self._stopping.is_set() or unit not in self.bank.meters:
+            return b""
+        return packet
+
+
+def _blocks(kind: RegisterKind, first: int, size: int) -> tuple[
+        list[SimData], list[SimData], list[SimData], list[SimData]]:
+    """pymodbus blocks (coils, discrete inputs, holding, input): one readable register range
+    of ``kind``, the other register kind invalid (reads answer "illegal address")."""
+    served = [SimData(first, count=size, values=0, datatype=DataType.REGISTERS, readonly=True)]
+    invalid = [SimData(0, datatype=DataType.INVALID)]
+    bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS, readonly=True)]
+    holding, inputs = (served, invalid) if kind is RegisterKind.HOLDING else (invalid, served)
+    return (bits, list(bits), holding, inputs)
