@@ -1,0 +1,40 @@
+"""The homewatt edge agent: reads meters, buffers telemetry, talks to the cloud.
+
+Public names are listed in ``__all__`` and imported lazily, so ``import edge_agent`` (or any
+submodule) does not pull in pymodbus, APScheduler or paho until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "AgentConfig": "edge_agent.config",
+    "load_config": "edge_agent.config",
+    "EdgeAgentError": "edge_agent.errors",
+    "ConfigError": "edge_agent.errors",
+    "BusError": "edge_agent.errors",
+    "PymodbusBus": "edge_agent.modbus_bus",
+    "FakeModbusBus": "edge_agent.modbus_bus",
+    "build_buses": "edge_agent.modbus_bus",
+    "MeterReader": "edge_agent.meter_reader",
+    "build_readers": "edge_agent.meter_reader",
+    "Backoff": "edge_agent.backoff",
+    "CounterGuard": "edge_agent.counter_guard",
+    "MeterPoller": "edge_agent.scheduler",
+    "MeterSource": "edge_agent.scheduler",
+}
+
+__all__ = [
+    "AgentConfig", "Backoff", "BusError", "ConfigError", "CounterGuard", "EdgeAgentError",
+    "FakeModbusBus", "MeterPoller", "MeterReader", "MeterSource", "PymodbusBus", "build_buses",
+    "build_readers", "load_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge_agent' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
