@@ -1,0 +1,123 @@
+"""The one wiring point of ``homewatt-cloud``: settings -> engine, store, broker, worker, app.
+
+Nothing here runs at import. ``CloudService.start`` migrates in a background thread (retrying
+while the database is down, so ``/livez`` answers and ``/startupz`` says why it is not done),
+then connects to the broker and starts the ingestion worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pybreaker
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from cloud_sync.api import ApiContext, create_app
+from cloud_sync.db import migrate
+from cloud_sync.db.engine import make_engine
+from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
+from cloud_sync.health import HealthChecks
+from cloud_sync.ingestion import IngestionWorker
+from cloud_sync.mqtt import PahoIngestBus, telemetry_filter
+from cloud_sync.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+
+def load_settings(**overrides: Any) -> CloudSettings:
+    """Read ``HOMEWATT_*`` from the environment; ``overrides`` win (raises ValidationError)."""
+    return CloudSettings(**overrides)
+
+
+def build_store(settings: CloudSettings) -> SqlTelemetryStore:
+    engine = make_engine(settings.effective_db_url,
+                         statement_timeout_s=settings.db_statement_timeout_s,
+                         connect_timeout_s=settings.db_connect_timeout_s)
+    breaker = make_db_breaker(settings.db_breaker_fail_max, settings.db_breaker_reset_s)
+    return SqlTelemetryStore(engine, breaker)
+
+
+@dataclass
+class CloudService:
+    """Everything ``serve`` runs: the API app plus the ingestion worker and its broker link."""
+
+    settings: CloudSettings
+    store: SqlTelemetryStore
+    worker: IngestionWorker
+    bus: PahoIngestBus
+    app: FastAPI
+    migrated: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _startup: threading.Thread | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.store.engine
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._startup = threading.Thread(target=self._start_up, name="cloud-startup", daemon=True)
+        self._startup.start()
+
+    def _start_up(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                migrate.upgrade(self.engine)
+                break
+            except DB_ERRORS as exc:
+                log.warning("migration failed (%s); retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        if self._stop.is_set():
+            return
+        self.migrated.set()
+        self.worker.start()
+        self.bus.start()
+        self.started.set()
+        log.info("ingestion started: db %s, broker %s", self.engine.url.render_as_string(),
+                 self.settings.mqtt_url)
+
+    def wait_started(self, timeout_s: float) -> bool:
+        return self.started.wait(timeout_s)
+
+    def stop(self) -> None:
+        """Stop consuming first, then the worker; un-acked messages stay with the broker."""
+        self._stop.set()
+        if self._startup is not None:
+            self._startup.join(10)
+        if self.migrated.is_set():
+            self.bus.stop()
+        self.worker.stop()
+        self.engine.dispose()
+
+
+def build_service(settings: CloudSettings) -> CloudService:
+    store = build_store(settings)
+    broker_breaker = pybreaker.CircuitBreaker(fail_max=settings.broker_breaker_fail_max,
+                                              reset_timeout=settings.broker_breaker_reset_s,
+                                              name="broker")
+    sink_holder: list[IngestionWorker] = []
+    host, port = settings.mqtt_host_port
+    bus = PahoIngestBus(host, port, client_id=settings.client_id,
+                        sink=lambda message: sink_holder[0].offer(message),  # noqa: PLW0108 - late bound
+                        topic_filter=telemetry_filter(settings.share_group),
+                        receive_maximum=settings.ingest_queue_size,
+                        keepalive_s=settings.mqtt_keepalive_s, breaker=broker_breaker)
+    worker = IngestionWorker(store, bus, queue_size=settings.ingest_queue_size,
+                             max_readings=settings.ingest_max_readings,
+                             max_wait_s=settings.ingest_max_wait_ms / 1000,
+                             retry_max_s=settings.ingest_retry_max_s)
+    sink_holder.append(worker)
+    migrated = threading.Event()
+    health = HealthChecks(ping_db=store.ping, broker_connected=bus.is_connected,
+                          migrated=migrated.is_set, worker_started=lambda: worker.running,
+                          db_timeout_s=settings.readyz_db_timeout_s)
+    app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, publish=bus.publish,
+                                stats=worker.stats.as_dict))
+    return CloudService(settings, store, worker, bus, app, migrated)

@@ -1,0 +1,1 @@
+"""Database adapters: engine factory, table definitions, Alembic runner, the SQL store."""

@@ -1,0 +1,150 @@
+"""``PahoIngestBus``: the paho-mqtt 2.x adapter behind ``IngestBus``.
+
+MQTT 5, manual acks, a persistent session (``clean_start=False`` + session expiry) and a
+Receive Maximum equal to the worker's queue size: the broker then holds everything we have not
+acked, redelivers it after a crash or reconnect, and never sends more than we can queue.
+Publishing and acking go through a pybreaker breaker so a dead broker fails fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pybreaker
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cloud_sync.errors import BrokerUnavailable
+from cloud_sync.ports import InboundMessage
+from protocols import topics
+
+log = logging.getLogger(__name__)
+TELEMETRY_FILTER = "hw/+/telemetry"
+SESSION_EXPIRY_S = 24 * 3600
+
+
+def telemetry_filter(share_group: str | None) -> str:
+    """``hw/+/telemetry``, or the ``$share`` form so replicas split the stream."""
+    return topics.shared(share_group, TELEMETRY_FILTER) if share_group else TELEMETRY_FILTER
+
+
+class PahoIngestBus:
+    """Connects in the background (paho's own thread) and reconnects with backoff."""
+
+    def __init__(self, host: str, port: int, *, client_id: str,
+                 sink: Callable[[InboundMessage], bool],
+                 topic_filter: str = TELEMETRY_FILTER, receive_maximum: int = 64,
+                 keepalive_s: int = 30, breaker: pybreaker.CircuitBreaker | None = None) -> None:
+        self._host, self._port = host, port
+        self._sink = sink
+        self._filter = topic_filter
+        self._receive_maximum = receive_maximum
+        self._keepalive_s = keepalive_s
+        self._breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=5,
+                                                            name="broker")
+        self._connected = threading.Event()
+        self._refused = threading.Event()
+        self.subscribed = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=mqtt.MQTTv5, manual_ack=True)
+        # Reconnect fast: a resumed session is how refused messages come back.
+        self._client.reconnect_delay_set(1, 10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self._receive_maximum
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    # -- IngestBus ---------------------------------------------------------------------------
+
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def ack(self, message: InboundMessage) -> None:
+        if message.qos == 0:
+            return
+        self._call(lambda: self._client.ack(message.mid, message.qos))
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._call(lambda: self._client.publish(topic, payload, qos=1).rc)
+
+    def _call(self, send: Callable[[], MQTTErrorCode]) -> None:
+        if not self._connected.is_set():  # a local check: not a failed call to the broker
+            raise BrokerUnavailable("not connected to the broker")
+
+        def checked() -> None:
+            rc = send()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise BrokerUnavailable(f"broker call failed: {mqtt.error_string(rc)}")
+        try:
+            self._breaker.call(checked)
+        except pybreaker.CircuitBreakerError as exc:
+            raise BrokerUnavailable("broker circuit open") from exc
+
+    # -- paho callbacks (network thread: never block here) -----------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, _props: Properties | None) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection: %s", reason)
+            return
+        log.info("connected to %s:%d (session present: %s)", self._host, self._port,
+                 flags.session_present)
+        self._connected.set()
+        client.subscribe(self._filter, qos=1)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int,
+                      reasons: list[ReasonCode], _props: Properties | None) -> None:
+        if all(not r.is_failure for r in reasons):
+            self.subscribed.set()
+        else:
+            log.error("subscription to %s refused: %s", self._filter, reasons)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
+                       reason: ReasonCode, _props: Properties | None) -> None:
+        self._connected.clear()
+        self.subscribed.clear()
+        log.warning("disconnected from broker: %s", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        accepted = self._sink(InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
+                                             bool(msg.dup)))
+        if not accepted:
+            self._refused.set()
+
+    def redeliver_refused(self) -> None:
+        """Drop the connection so paho reconnects and the broker resends every un-acked
+        message of the persistent session, including the ones we refused while full."""
+        if not self._refused.is_set():
+            return
+        self._refused.clear()
+        sock = self._client.socket()
+        log.warning("resuming the MQTT session to get refused messages redelivered")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

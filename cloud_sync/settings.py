@@ -1,0 +1,77 @@
+"""The one settings object of the cloud service (``HOMEWATT_`` environment variables).
+
+Built by :func:`cloud_sync.bootstrap.load_settings`; nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "homewatt-cloud"
+
+
+class CloudSettings(BaseSettings):
+    """Every knob of ``homewatt-cloud``; each is ``HOMEWATT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HOMEWATT_", extra="ignore")
+
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means sqlite:///<data_dir>/cloud.sqlite (WAL). "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    share_group: str | None = Field(
+        default=None, description="Consume via $share/<group>/hw/+/telemetry so replicas split load"
+    )
+    client_id: str = "homewatt-cloud-ingest"
+    # Database: every call is bounded by these, and a breaker turns repeated failures into
+    # fast 503s instead of piled-up requests.
+    db_statement_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_timeout_s: float = Field(default=3.0, gt=0)
+    db_breaker_fail_max: int = Field(default=3, ge=1)
+    db_breaker_reset_s: float = Field(default=5.0, gt=0)
+    broker_breaker_fail_max: int = Field(default=5, ge=1)
+    broker_breaker_reset_s: float = Field(default=5.0, gt=0)
+    readyz_db_timeout_s: float = Field(default=1.0, gt=0)
+    # Ingestion grouping: one DB transaction holds up to this many readings or waits this long.
+    ingest_max_readings: int = Field(default=5000, ge=1)
+    ingest_max_wait_ms: int = Field(default=50, ge=0)
+    # The in-process queue of received, un-acked messages; also sent as MQTT 5 Receive
+    # Maximum. Brokers that ignore it (Mosquitto 2.0.11 after the first acks) may overrun it:
+    # refused messages stay un-acked and the session is resumed to have them resent.
+    ingest_queue_size: int = Field(default=512, ge=1, le=65535)
+    ingest_retry_max_s: float = Field(default=5.0, gt=0)
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883")
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be sqlite:///path or postgresql+psycopg://user@host/db")
+        return value
+
+    @property
+    def effective_db_url(self) -> str:
+        """The URL actually used: ``db_url`` or the SQLite file under ``data_dir``."""
+        return self.db_url or f"sqlite:///{self.data_dir / 'cloud.sqlite'}"
+
+    @property
+    def mqtt_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.mqtt_url)
+        return parts.hostname or "127.0.0.1", parts.port or 1883
