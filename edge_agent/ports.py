@@ -28,7 +28,9 @@ class ModbusBus(Protocol):
 
     name: str
 
-    async def read_registers(self, unit: int, kind: RegisterKind, address: int, count: int) -> list[int]:
+    async def read_registers(
+        self, unit: int, kind: RegisterKind, address: int, count: int
+    ) -> list[int]:
         """Read ``count`` 16-bit words; raise ``BusError`` on timeout or exception response."""
         ...
 
