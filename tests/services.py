@@ -70,6 +70,9 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
             "log_type notice",
+            # As root, mosquitto drops to the 'mosquitto' user, which cannot write the test's
+            # private tmp dir: persistence and the log would silently fail.
+            "user root" if os.geteuid() == 0 else "",
             extra,
         ]
         self.conf.write_text("\n".join(lines) + "\n")
