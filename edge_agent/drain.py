@@ -63,20 +63,28 @@ def pack_batch(
     if not readings:
         return None
     ordered = list(reversed(readings)) if newest_first else list(readings)
-    envelope = len(encode(TelemetryBatch(gateway_id=gateway_id, readings=[ordered[0]])))
-    size = envelope
-    taken = [ordered[0]]
-    for reading in ordered[1:]:
-        if len(taken) >= MAX_READINGS_PER_BATCH:
+    # Each reading is encoded once; the batch is those bytes inside the model's own envelope,
+    # so the payload is byte for byte what encode(TelemetryBatch(...)) would give.
+    head, tail = _envelope(gateway_id, ordered[0])
+    size = len(head) + len(tail) - 1  # -1: no comma before the first reading
+    taken: list[tuple[int, bytes]] = []
+    for reading in ordered[:MAX_READINGS_PER_BATCH]:
+        part = encode(reading)
+        if taken and size + len(part) + 1 > max_bytes:
             break
-        extra = len(encode(reading)) + 1  # +1: the comma between readings
-        if size + extra > max_bytes:
-            break
-        size += extra
-        taken.append(reading)
-    taken.sort(key=_seq)
-    payload = encode(TelemetryBatch(gateway_id=gateway_id, readings=taken))
-    return PackedBatch(payload=payload, seqs=tuple(_seq(r) for r in taken))
+        size += len(part) + 1
+        taken.append((_seq(reading), part))
+    taken.sort(key=lambda item: item[0])
+    payload = head + b",".join(part for _seq_, part in taken) + tail
+    return PackedBatch(payload=payload, seqs=tuple(seq for seq, _part in taken))
+
+
+def _envelope(gateway_id: str, sample: Reading) -> tuple[bytes, bytes]:
+    """The batch JSON before and after its readings list, cut from a one-reading batch."""
+    one = encode(TelemetryBatch(gateway_id=gateway_id, readings=[sample]))
+    part = encode(sample)
+    cut = one.index(part)
+    return one[:cut], one[cut + len(part):]
 
 
 def _seq(reading: Reading) -> int:
