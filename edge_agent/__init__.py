@@ -23,12 +23,18 @@ _PUBLIC = {
     "Backoff": "edge_agent.backoff",
     "CounterGuard": "edge_agent.counter_guard",
     "MeterPoller": "edge_agent.scheduler",
-    "MeterSource": "edge_agent.scheduler",
+    "MeterSource": "edge_agent.ports",
+    "Agent": "edge_agent.runtime",
+    "PahoUplink": "edge_agent.uplink",
+    "FakeUplink": "edge_agent.uplink",
+    "SqliteBuffer": "edge_agent.buffer",
+    "GpiozeroPulseInput": "edge_agent.s0_input",
 }
 
 __all__ = [
-    "AgentConfig", "Backoff", "BusError", "ConfigError", "CounterGuard", "EdgeAgentError",
-    "FakeModbusBus", "MeterPoller", "MeterReader", "MeterSource", "PymodbusBus", "build_buses",
+    "Agent", "AgentConfig", "Backoff", "BusError", "ConfigError", "CounterGuard",
+    "EdgeAgentError", "FakeModbusBus", "FakeUplink", "GpiozeroPulseInput", "MeterPoller",
+    "MeterReader", "MeterSource", "PahoUplink", "PymodbusBus", "SqliteBuffer", "build_buses",
     "build_readers", "load_config",
 ]
 

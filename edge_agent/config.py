@@ -109,7 +109,6 @@ class AgentConfig(BaseSettings):
 
     gateway_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_-]{1,128}$")]
     data_dir: Path = Path("/var/lib/homewatt")
-    health_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no local health server
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
     mqtt: MqttSettings = MqttSettings()
     buffer: BufferSettings = BufferSettings()

@@ -1,14 +1,24 @@
 """The narrow interfaces between the agent's logic and its I/O.
 
 Each port has a real adapter named after its technology (``PymodbusBus``, ``SqliteBuffer``,
-``PahoUplink``) and a ``Fake<Port>`` beside it for unit tests.
+``PahoUplink``, ``GpiozeroPulseInput``) and a ``Fake<Port>`` beside it for unit tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from edge_agent.status import BufferStatsView
 from protocols.modbus.registers import RegisterKind
+from protocols.models import MeterHealth, Reading, SeqRange
+
+__all__ = ["Clock", "Message", "MeterSource", "ModbusBus", "OnReadings", "Poller", "PulseInput",
+           "TelemetryBuffer", "Uplink"]
+
+OnReadings = Callable[[list[Reading]], Awaitable[None]]
+"""The poller's callback for every batch of readings (the agent appends them to the buffer)."""
 
 
 class Clock(Protocol):
@@ -35,3 +45,100 @@ class ModbusBus(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class PulseInput(Protocol):
+    """A pulse meter the scheduler polls like a Modbus meter (``GpiozeroPulseInput``,
+    ``FakePulseInput``)."""
+
+    meter_id: str
+
+    def read(self) -> list[Reading]:
+        """Current ``energy_import`` (Wh) and, once known, ``power`` (W). Cheap: in memory,
+        except a checkpoint (one fsync, milliseconds on an SD card) at most once per sync
+        interval. Raises ``EdgeAgentError`` once closed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MeterSource(Protocol):
+    """Anything that yields readings of one meter: a Modbus reader, an S0 input adapter.
+
+    ``read`` must not raise for an unanswered device; it returns ERROR readings and sets
+    ``last_error`` (``None`` after a successful read). An ``EdgeAgentError`` it does raise
+    counts as a failed poll without readings.
+    """
+
+    meter_id: str
+    last_error: str | None
+
+    async def read(self) -> list[Reading]: ...
+
+
+class Poller(Protocol):
+    """What the runtime needs of ``edge_agent.scheduler.MeterPoller``."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> dict[str, MeterHealth]: ...
+
+
+class TelemetryBuffer(Protocol):
+    """What the runtime needs of ``edge_agent.buffer.SqliteBuffer`` (synchronous, thread-safe)."""
+
+    def open(self) -> object: ...
+
+    def append_seqs(self, readings: Sequence[Reading]) -> range: ...
+
+    def pending(self, after_seq: int = 0, limit: int = 1000) -> list[Reading]: ...
+
+    def newest_pending(self, limit: int) -> list[Reading]: ...
+
+    def confirm(self, ranges: Iterable[SeqRange]) -> int: ...
+
+    def stats(self) -> BufferStatsView: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Message:
+    """One MQTT message, inbound or outbound (always QoS 1)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class Uplink(Protocol):
+    """The agent's one connection to the cloud broker (``PahoUplink``, ``FakeUplink``)."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once. Retries forever."""
+        ...
+
+    async def stop(self, farewell: Message | None = None) -> None:
+        """Publish ``farewell`` if connected (waiting up to 5 s for it), then disconnect."""
+        ...
+
+    async def wait_connected(self) -> None: ...
+
+    async def wait_disconnected(self) -> None: ...
+
+    async def publish(self, message: Message) -> None:
+        """Queue a QoS 1 publish; returns without waiting for PUBACK.
+
+        While disconnected the client keeps the message and sends it on reconnect; callers
+        bound how much they queue. Raises ``UplinkError`` if it cannot be queued.
+        """
+        ...
+
+    async def receive(self) -> Message:
+        """The next message on a subscribed topic."""
+        ...

@@ -4,8 +4,9 @@
 the fleet runner) and runs four supervised tasks on one event loop:
 
 - the meter poller (APScheduler jobs) appends readings to the buffer and wakes the drain;
-- :class:`TelemetryDrain` publishes batches within the in-flight window and the rate limit,
-  and re-sends batches the cloud has not confirmed after ``ack_timeout_s``;
+- :class:`~edge_agent.telemetry_drain.TelemetryDrain` publishes batches within the in-flight
+  window and the rate limit, and re-sends batches the cloud has not confirmed after
+  ``ack_timeout_s``;
 - the inbound task applies ``TelemetryAck`` s: the buffer deletes those seqs (idempotently,
   even for seqs not in flight, e.g. a late ack after a restart);
 - the status task publishes the retained ``GatewayStatus`` on every connect and every
@@ -21,184 +22,27 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
 
 from edge_agent.backoff import Backoff
 from edge_agent.clock import SystemClock
-from edge_agent.config import AgentConfig, MqttSettings
-from edge_agent.drain import (
-    DrainPlanner,
-    InFlightBatch,
-    PackedBatch,
-    RateLimiter,
-    Source,
-    pack_batch,
-    read_limit,
-)
+from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgeAgentError
-from edge_agent.ports import Clock, ModbusBus
-from edge_agent.status import BufferStatsView, offline_status, online_status
-from edge_agent.uplink import Message, PahoUplink, Uplink
+from edge_agent.ports import Clock, Message, ModbusBus, OnReadings, Poller, TelemetryBuffer, Uplink
+from edge_agent.status import offline_status, online_status
+from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
+from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.errors import InvalidMessage
-from protocols.models import MeterHealth, Reading, SeqRange, TelemetryAck, decode, encode
+from protocols.models import Reading, TelemetryAck, decode, encode
 
-__all__ = ["Agent", "TelemetryBuffer", "TelemetryDrain", "run", "supervise"]
+__all__ = ["Agent", "PollerFactory", "run", "supervise"]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # A worker that ran this long before failing starts its restart backoff afresh.
 HEALTHY_RUN_S = 60.0
-
-
-class TelemetryBuffer(Protocol):
-    """What the runtime needs of ``edge_agent.buffer.SqliteBuffer`` (synchronous, thread-safe)."""
-
-    def open(self) -> object: ...
-
-    def append_seqs(self, readings: Sequence[Reading]) -> range: ...
-
-    def pending(self, after_seq: int = 0, limit: int = 1000) -> list[Reading]: ...
-
-    def newest_pending(self, limit: int) -> list[Reading]: ...
-
-    def confirm(self, ranges: Iterable[SeqRange]) -> int: ...
-
-    def stats(self) -> BufferStatsView: ...
-
-    def close(self) -> None: ...
-
-
-class Poller(Protocol):
-    """What the runtime needs of ``edge_agent.scheduler.MeterPoller``."""
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def health(self) -> dict[str, MeterHealth]: ...
-
-
-class LimitedPublisher:
-    """Every publish of the agent goes through one rate limiter (AWS IoT Core counts them all
-    per connection); waits are plain timers until the token bucket allows the publish."""
-
-    def __init__(self, uplink: Uplink, settings: MqttSettings, clock: Clock) -> None:
-        self._uplink = uplink
-        self._clock = clock
-        self._limiter = RateLimiter(settings.publish_rate_per_s, settings.publish_bytes_per_s,
-                                    max_publish_bytes=settings.batch_max_bytes,
-                                    now=clock.monotonic())
-        self._lock = asyncio.Lock()
-
-    async def publish(self, message: Message) -> None:
-        async with self._lock:
-            size = len(message.payload)
-            wait = self._limiter.delay(size, self._clock.monotonic())
-            if wait > 0:
-                # The delay is exact; a timer firing a hair early only leaves a tiny debt in
-                # the bucket, which the next publish pays.
-                await asyncio.sleep(wait)
-            self._limiter.consume(size, self._clock.monotonic())
-            await self._uplink.publish(message)
-
-
-class TelemetryDrain:
-    """Publishes buffered readings; the decisions are :mod:`edge_agent.drain`'s."""
-
-    def __init__(self, gateway_id: str, buffer: TelemetryBuffer, uplink: Uplink, *,
-                 publisher: LimitedPublisher, settings: MqttSettings, clock: Clock) -> None:
-        self._gateway_id = gateway_id
-        self._topic = topics.telemetry(gateway_id)
-        self._buffer = buffer
-        self._uplink = uplink
-        self._publisher = publisher
-        self._clock = clock
-        self._max_bytes = settings.batch_max_bytes
-        self._limit = read_limit(settings.batch_max_bytes)
-        self.planner = DrainPlanner(settings.max_inflight_batches, settings.ack_timeout_s)
-        self._wake = asyncio.Event()
-        self.batches_sent = 0
-        self.batches_resent = 0
-
-    def wake(self) -> None:
-        """New readings, an ack or a reconnect: look again now."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._uplink.wait_connected()
-            self._wake.clear()  # before looking, so a wake during the step is not lost
-            if not await self._step():
-                await self._idle()
-
-    async def _idle(self) -> None:
-        deadline = self.planner.next_deadline()
-        timeout = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
-        with contextlib.suppress(TimeoutError):  # timed out: a resend is due
-            await asyncio.wait_for(self._wake.wait(), timeout)
-
-    async def _step(self) -> bool:
-        """Publish one batch (a due resend first); False when there is nothing to do."""
-        due = self.planner.due_resends(self._clock.monotonic())
-        if due:
-            await self._resend(due[0])
-            return True
-        if not self.planner.has_slot():
-            return False
-        picked = await self._next_batch()
-        if picked is None:
-            return False
-        batch, source = picked
-        await self._publisher.publish(Message(self._topic, batch.payload))
-        self.planner.sent(batch.seqs, source, self._clock.monotonic())
-        self.batches_sent += 1
-        return True
-
-    async def _next_batch(self) -> tuple[PackedBatch, Source] | None:
-        first = self.planner.next_source()
-        for source in (first, "backfill" if first == "live" else "live"):
-            # Backfill pages wholly in flight move the cursor on; the window bounds the rounds.
-            for _ in range(self.planner.max_inflight + 2):
-                rows = await self._read(source)
-                picked = self.planner.select(rows, source)
-                if picked:
-                    batch = pack_batch(self._gateway_id, picked, self._max_bytes,
-                                       newest_first=source == "live")
-                    assert batch is not None
-                    return batch, source
-                if source == "live" or len(rows) < self._limit:
-                    break
-        return None
-
-    async def _read(self, source: Source) -> list[Reading]:
-        if source == "live":
-            return await asyncio.to_thread(self._buffer.newest_pending, self._limit)
-        return await asyncio.to_thread(self._buffer.pending, self.planner.backfill_cursor,
-                                       self._limit)
-
-    async def _resend(self, batch: InFlightBatch) -> None:
-        span = batch.last - batch.first + 1
-        rows = await asyncio.to_thread(self._buffer.pending, batch.first - 1, span)
-        rows = [r for r in rows if r.seq in batch.seqs]
-        packed = pack_batch(self._gateway_id, rows, self._max_bytes)
-        if packed is not None:
-            await self._publisher.publish(Message(self._topic, packed.payload))
-            self.batches_resent += 1
-            log.info("re-sent %d readings (seq %d..%d) unconfirmed after %.0fs (attempt %d)",
-                     len(packed.seqs), packed.first, packed.last, self.planner.ack_timeout_s,
-                     batch.attempts + 1)
-        self.planner.resent(batch.batch_id, [] if packed is None else packed.seqs,
-                            self._clock.monotonic())
-
-    async def apply_ack(self, ack: TelemetryAck) -> int:
-        """Delete the acked seqs from the buffer, then release them from the window."""
-        removed = await asyncio.to_thread(self._buffer.confirm, ack.ranges)
-        self.planner.acked(ack.ranges)
-        self.wake()
-        return removed
 
 
 async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
@@ -224,7 +68,6 @@ async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Bac
         await asyncio.sleep(delay)
 
 
-OnReadings = Callable[[list[Reading]], Awaitable[None]]
 PollerFactory = Callable[[OnReadings], Poller]
 
 

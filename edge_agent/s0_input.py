@@ -26,7 +26,6 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
 
 from gpiozero import Device as GpioDevice
 from gpiozero import DigitalInputDevice
@@ -48,20 +47,6 @@ POWER_CHANNEL = "power"
 
 class GpioUnavailableError(EdgeAgentError):
     """No GPIO pin factory could be loaded (not a Raspberry Pi, or no GPIO library)."""
-
-
-class PulseInput(Protocol):
-    """A pulse meter the scheduler polls like a Modbus meter."""
-
-    meter_id: str
-
-    def read(self) -> list[Reading]:
-        """Current ``energy_import`` (Wh) and, once known, ``power`` (W). Cheap: in memory,
-        except a checkpoint (one fsync, milliseconds on an SD card) at most once per sync
-        interval. Raises ``EdgeAgentError`` once closed."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def s0_readings(meter_id: str, counter: S0Counter, clock: Clock) -> list[Reading]:
@@ -276,7 +261,8 @@ class GpiozeroPulseInput:
 
 
 class FakePulseInput:
-    """A :class:`PulseInput` for unit tests of the agent: pulses are scripted or injected.
+    """A :class:`~edge_agent.ports.PulseInput` for unit tests of the agent: pulses are scripted
+    or injected.
 
     ``pulses`` are monotonic instants applied once the clock reaches them (at :meth:`read`);
     :meth:`pulse` adds one now. ``handler``, if given, replaces :meth:`read`'s result (and may

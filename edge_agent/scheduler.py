@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random as _random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -30,27 +30,10 @@ from edge_agent.backoff import Backoff, DeviceState
 from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgeAgentError
 from edge_agent.meter_reader import build_readers
-from edge_agent.ports import Clock, ModbusBus
+from edge_agent.ports import Clock, MeterSource, ModbusBus, OnReadings
 from protocols.models import MeterHealth, Reading
 
 log = logging.getLogger(__name__)
-
-OnReadings = Callable[[list[Reading]], Awaitable[None]]
-
-
-class MeterSource(Protocol):
-    """Anything that yields readings of one meter: a Modbus reader, an S0 input adapter.
-
-    ``read`` must not raise for an unanswered device; it returns ERROR readings and sets
-    ``last_error`` (``None`` after a successful read). An ``EdgeAgentError`` it does raise
-    counts as a failed poll without readings.
-    """
-
-    meter_id: str
-    last_error: str | None
-
-    async def read(self) -> list[Reading]: ...
-
 
 class SyncReadable(Protocol):
     """A meter whose ``read`` is a quick in-memory call (an S0 pulse counter)."""

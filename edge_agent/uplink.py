@@ -1,5 +1,5 @@
-"""The agent's MQTT connection: the ``Uplink`` port, ``PahoUplink`` (paho-mqtt 2.x) and
-``FakeUplink``.
+"""The agent's MQTT connection: ``PahoUplink`` (paho-mqtt 2.x) and ``FakeUplink``, the two
+adapters of the :class:`~edge_agent.ports.Uplink` port.
 
 ``PahoUplink`` runs paho's network thread (``loop_start``) and bridges its callbacks into the
 event loop with ``call_soon_threadsafe`` (the aiomqtt pattern): inbound messages land in a
@@ -24,7 +24,6 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -34,9 +33,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.backoff import Backoff
 from edge_agent.config import MqttSettings
 from edge_agent.errors import EdgeAgentError
+from edge_agent.ports import Message
 
-__all__ = ["BrokerAddress", "FakeUplink", "Message", "PahoUplink", "Uplink", "UplinkError",
-           "parse_broker_url"]
+__all__ = ["BrokerAddress", "FakeUplink", "PahoUplink", "UplinkError", "parse_broker_url"]
 
 log = logging.getLogger(__name__)
 
@@ -51,46 +50,6 @@ class UplinkError(EdgeAgentError):
     def __init__(self, message: str, *, rc: int | None = None) -> None:
         super().__init__(message)
         self.rc = rc
-
-
-@dataclass(frozen=True)
-class Message:
-    """One MQTT message, inbound or outbound (always QoS 1)."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-class Uplink(Protocol):
-    """The agent's one connection to the cloud broker."""
-
-    @property
-    def is_connected(self) -> bool: ...
-
-    async def start(self) -> None:
-        """Begin connecting in the background; returns at once. Retries forever."""
-        ...
-
-    async def stop(self, farewell: Message | None = None) -> None:
-        """Publish ``farewell`` if connected (waiting up to 5 s for it), then disconnect."""
-        ...
-
-    async def wait_connected(self) -> None: ...
-
-    async def wait_disconnected(self) -> None: ...
-
-    async def publish(self, message: Message) -> None:
-        """Queue a QoS 1 publish; returns without waiting for PUBACK.
-
-        While disconnected the client keeps the message and sends it on reconnect; callers
-        bound how much they queue. Raises :class:`UplinkError` if it cannot be queued.
-        """
-        ...
-
-    async def receive(self) -> Message:
-        """The next message on a subscribed topic."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ import pytest
 
 from edge_agent.buffer import BufferStats
 from edge_agent.config import AgentConfig
-from edge_agent.runtime import Agent, OnReadings
-from edge_agent.uplink import FakeUplink, Message, PahoUplink
+from edge_agent.ports import Message, OnReadings
+from edge_agent.runtime import Agent
+from edge_agent.uplink import FakeUplink, PahoUplink
 from protocols import topics
 from protocols.models import (
     GatewayStatus,

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge_agent.config import MqttSettings
+from edge_agent.ports import Message
 from edge_agent.status import offline_status
-from edge_agent.uplink import Message, PahoUplink
+from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.models import (
     GatewayStatus,
@@ -109,8 +110,9 @@ async def test_reconnects_with_backoff_after_broker_outage_and_acks_flow_again(
 CHILD = """
 import asyncio, sys
 from edge_agent.config import MqttSettings
+from edge_agent.ports import Message
 from edge_agent.status import offline_status
-from edge_agent.uplink import Message, PahoUplink
+from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.models import GatewayStatus, encode
 
@@ -216,10 +218,10 @@ def write_pki(directory: Path) -> dict[str, Path]:
 async def test_connects_over_mutual_tls_with_ca_and_client_certificate(tmp_path: Path) -> None:
     pki = write_pki(tmp_path)
     tls_port = free_port()
-    # `user root`: mosquitto would otherwise drop to the mosquitto user, who cannot read
-    # pytest's private tmp directory (FIELD-NOTES: the TLS listener then silently fails).
+    # No `user root` here: running_mosquitto already adds it when running as root (mosquitto
+    # would otherwise drop to the mosquitto user, who cannot read pytest's private tmp
+    # directory; FIELD-NOTES), and a second `user` line makes mosquitto refuse the config.
     extra = "\n".join([
-        "user root",
         f"listener {tls_port} 127.0.0.1",
         f"cafile {pki['ca_cert']}",
         f"certfile {pki['server_cert']}",

@@ -13,12 +13,8 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from edge_agent.clock import FakeClock
 from edge_agent.config import MeterSettings, S0Settings
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.s0_input import (
-    FakePulseInput,
-    GpioUnavailableError,
-    GpiozeroPulseInput,
-    PulseInput,
-)
+from edge_agent.ports import PulseInput
+from edge_agent.s0_input import FakePulseInput, GpioUnavailableError, GpiozeroPulseInput
 from protocols.models import Quality, Reading, Unit
 
 PIN = 17
