@@ -161,7 +161,7 @@ def run(readings: int = 1_000_000, backends: tuple[str, ...] = ("postgres", "sql
     rows = backlog(readings)
     results: dict[str, Any] = {"readings": readings}
     with private_broker() as broker:
-        results["raw_mqtt_qos1"] = raw_mqtt(broker, rows[:300_000])
+        results["raw_mqtt_qos1"] = raw_mqtt(broker, rows)
         for backend in backends:
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
