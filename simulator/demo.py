@@ -91,8 +91,8 @@ def render(items: list[dict[str, object]], elapsed_s: float, stored: int) -> str
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path, interval_note: bool = True) -> Iterator[str]:
-    """Start broker, cloud, simulator and agent; yield the cloud's base URL."""
+def running_stack(workdir: Path) -> Iterator[tuple[str, Children]]:
+    """Start broker, cloud, simulator and agent; yield the cloud's base URL and the children."""
     logdir = workdir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(workdir / "broker")
@@ -103,8 +103,8 @@ def running_stack(workdir: Path, interval_note: bool = True) -> Iterator[str]:
         env = dict(os.environ, HOMEWATT_MQTT_URL=broker.url,
                    HOMEWATT_DATA_DIR=str(workdir / "cloud"), HOMEWATT_MQTT__URL=broker.url)
         env.pop("HOMEWATT_DB_URL", None)
-        subprocess.run([_script("homewatt-cloud"), "admin", "add-gateway", GATEWAY], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([_script("homewatt-cloud"), "--log-level", "WARNING", "admin",
+                        "add-gateway", GATEWAY], env=env, check=True, stdout=subprocess.DEVNULL)
         api_port, sim_port = free_port(), free_port()
         children.start("cloud", [_script("homewatt-cloud"), "serve", "--port", str(api_port)], env)
         children.start("simulator", [_script("homewatt-sim"), "meters", "--port", str(sim_port)],
@@ -116,8 +116,7 @@ def running_stack(workdir: Path, interval_note: bool = True) -> Iterator[str]:
         children.start("agent", [_script("homewatt-agent"), "run", "--config", str(config)],
                        agent_env)
         print(f"cloud API: http://127.0.0.1:{api_port}/docs   logs: {logdir}")
-        yield f"http://127.0.0.1:{api_port}"
-        children.check()
+        yield f"http://127.0.0.1:{api_port}", children
     finally:
         children.stop()
         broker.stop()
@@ -142,9 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shown_any = False
     try:
-        with running_stack(args.workdir) as base, httpx.Client(base_url=base, timeout=2) as api:
+        with running_stack(args.workdir) as (base, children), \
+                httpx.Client(base_url=base, timeout=2) as api:
             while not stop and (not args.duration or time.monotonic() - started < args.duration):
                 time.sleep(1)
+                if stop:  # Ctrl-C reached the children too: they are stopping, not failing
+                    break
+                children.check()
                 try:
                     latest = api.get(f"/api/v1/gateways/{GATEWAY}/latest").json()["items"]
                     stats = api.get("/api/v1/ingestion/stats").json()
