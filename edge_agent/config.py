@@ -103,6 +103,53 @@ class MeterSettings(Section):
         return self
 
 
+class InterlockSettings(Section):
+    """Safety rules an actuator enforces on every command, whatever its source."""
+
+    min_on_s: Annotated[float, Field(ge=0)] = 0.0  # anti short-cycle: stay on at least this long
+    min_off_s: Annotated[float, Field(ge=0)] = 0.0
+    max_switches_per_hour: Annotated[int, Field(ge=1)] | None = None
+    setpoint_min: float | None = None
+    setpoint_max: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> InterlockSettings:
+        lo, hi = self.setpoint_min, self.setpoint_max
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("setpoint_min must not exceed setpoint_max")
+        return self
+
+
+class ActuatorSettings(Section):
+    """A controllable device: a GPIO relay or a Modbus holding register."""
+
+    id: Annotated[str, Field(pattern=ID)]  # the device_id commands address
+    kind: Literal["relay", "modbus_switch", "modbus_setpoint", "modbus_current_limit"]
+    pin: Annotated[int, Field(ge=0, le=40)] | None = None  # relay: BCM pin
+    active_high: bool = True
+    bus: str | None = None  # modbus_*: a [[buses]] name
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    address: Annotated[int, Field(ge=0, le=65535)] | None = None  # holding register
+    scale: Annotated[float, Field(gt=0)] = 1.0  # register = round(value * scale)
+    interlocks: InterlockSettings = InterlockSettings()
+
+    @model_validator(mode="after")
+    def _wiring(self) -> ActuatorSettings:
+        if self.kind == "relay" and self.pin is None:
+            raise ValueError(f"actuator {self.id!r} is a relay: set pin (BCM number)")
+        if self.kind != "relay" and (self.bus is None or self.address is None):
+            raise ValueError(f"actuator {self.id!r} is {self.kind}: set bus and address")
+        return self
+
+
+class CommandSettings(Section):
+    dedup_path: Path | None = None  # default: <data_dir>/commands.sqlite
+    # Executed command ids are remembered for this many ids or days, whichever is larger, so
+    # a redelivery inside the window is re-acked, never re-executed.
+    dedup_max_ids: Annotated[int, Field(ge=100)] = 10_000
+    dedup_days: Annotated[float, Field(gt=0)] = 7.0
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -114,6 +161,8 @@ class AgentConfig(BaseSettings):
     buffer: BufferSettings = BufferSettings()
     buses: list[BusSettings] = Field(default_factory=list)
     meters: list[MeterSettings] = Field(default_factory=list)
+    actuators: list[ActuatorSettings] = Field(default_factory=list)
+    commands: CommandSettings = CommandSettings()
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
@@ -127,11 +176,22 @@ class AgentConfig(BaseSettings):
             if meter.bus is not None and meter.bus not in names:
                 raise ValueError(f"meter {meter.id!r} names bus {meter.bus!r}, which no [[buses]] "
                                  f"entry defines (known: {', '.join(names) or 'none'})")
+        actuator_ids = [a.id for a in self.actuators]
+        if len(set(actuator_ids)) != len(actuator_ids):
+            raise ValueError("actuator ids must be unique")
+        for actuator in self.actuators:
+            if actuator.bus is not None and actuator.bus not in names:
+                raise ValueError(f"actuator {actuator.id!r} names bus {actuator.bus!r}, which no "
+                                 f"[[buses]] entry defines (known: {', '.join(names) or 'none'})")
         return self
 
     @property
     def buffer_path(self) -> Path:
         return self.buffer.path or self.data_dir / "buffer.sqlite"
+
+    @property
+    def dedup_path(self) -> Path:
+        return self.commands.dedup_path or self.data_dir / "commands.sqlite"
 
     @classmethod
     def settings_customise_sources(
