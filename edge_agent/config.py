@@ -167,22 +167,16 @@ class AgentConfig(BaseSettings):
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
         names = [b.name for b in self.buses]
-        if len(set(names)) != len(names):
-            raise ValueError("bus names must be unique")
-        ids = [m.id for m in self.meters]
-        if len(set(ids)) != len(ids):
-            raise ValueError("meter ids must be unique")
-        for meter in self.meters:
-            if meter.bus is not None and meter.bus not in names:
-                raise ValueError(f"meter {meter.id!r} names bus {meter.bus!r}, which no [[buses]] "
+        for what, ids in (("bus names", names), ("meter ids", [m.id for m in self.meters]),
+                          ("actuator ids", [a.id for a in self.actuators])):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{what} must be unique")
+        users = [("meter", m.id, m.bus) for m in self.meters]
+        users += [("actuator", a.id, a.bus) for a in self.actuators]
+        for kind, user_id, bus in users:
+            if bus is not None and bus not in names:
+                raise ValueError(f"{kind} {user_id!r} names bus {bus!r}, which no [[buses]] "
                                  f"entry defines (known: {', '.join(names) or 'none'})")
-        actuator_ids = [a.id for a in self.actuators]
-        if len(set(actuator_ids)) != len(actuator_ids):
-            raise ValueError("actuator ids must be unique")
-        for actuator in self.actuators:
-            if actuator.bus is not None and actuator.bus not in names:
-                raise ValueError(f"actuator {actuator.id!r} names bus {actuator.bus!r}, which no "
-                                 f"[[buses]] entry defines (known: {', '.join(names) or 'none'})")
         return self
 
     @property
