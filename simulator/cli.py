@@ -21,7 +21,10 @@ from simulator.server import MeterSimulator, SimulatorError
 
 _UNITS_HELP = ("units: 1 SDM630 at the grid connection (+ import / - export), 2 SDM120 heat "
                "pump, 3 SDM120 water heater, 126 SunSpec inverter (models 1+103 at 40000), "
-               "240 SunSpec three-phase grid meter (models 1+203 at 40000)")
+               "240 SunSpec three-phase grid meter (models 1+203 at 40000); writable "
+               "(FC3 read, FC6/FC16 write): 20 water heater switch (holding 0: 1 on/0 off), "
+               "21 heat pump controller (holding 0: flow setpoint in 0.1 degC, 250..600; "
+               "holding 1: 1 on/0 off)")
 
 
 def _port(text: str) -> int:
@@ -59,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     meters.add_argument("--seed", type=int, default=1,
                         help="random seed: same seed, same profiles (default %(default)s)")
     meters.add_argument("--control-port", type=_port, default=None,
-                        help="HTTP control API port: GET /truth, POST|DELETE /units/{unit}/fault,"
-                             " POST /pause, POST /resume (0: a free port; default: no API)")
+                        help="HTTP control API port: GET /truth, GET /writes, POST|DELETE "
+                             "/units/{unit}/fault, POST /pause, POST /resume (0: a free port; "
+                             "default: no API)")
     meters.add_argument("--tick-s", type=_positive, default=0.2,
                         help="seconds between register updates (default %(default)s)")
     meters.add_argument("--speed", type=_positive, default=1.0,
@@ -87,6 +91,8 @@ async def _serve_meters(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     units = " ".join(f"{unit}:{meter.name}:{meter.layout.model}"
                      for unit, meter in sim.bank.meters.items())
+    units += "".join(f" {unit}:{spec.name}:{spec.model}"
+                     for unit, spec in sim.bank.controllers.specs.items())
     control = (f" control http://{args.host}:{sim.control_port}"
                if sim.control_port is not None else "")
     print(f"homewatt-sim meters: modbus {args.host}:{port} units {units}{control}", flush=True)

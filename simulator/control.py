@@ -8,6 +8,8 @@ event loop as the Modbus server and its answers are consistent with the register
 - ``POST /units/{unit}/fault`` with ``{"kind": "silent"|"slow"|"exception"|"counter_reset",
   "delay_s"?, "code"?, "step_back_wh"?}``; ``DELETE /units/{unit}/fault``
 - ``POST /pause``, ``POST /resume``
+- ``GET /writes`` -> ``{"writes": [{"unit": 20, "register": 0, "ts_ms": ..., "value": 1}, ...]}``:
+  every accepted controller write, oldest first (simulated ``ts_ms``)
 
 Errors answer ``{"error": "<field>: <what to fix>"}`` with 400 (bad body), 404 (unknown unit or
 route) or 405. The routing (:func:`route`) is pure and unit-testable without sockets.
@@ -50,6 +52,8 @@ class SimulatorControl(Protocol):
     def truth(self) -> dict[int, dict[str, float | None]]: ...
 
     def faults(self) -> dict[int, Fault]: ...
+
+    def writes(self) -> dict[tuple[int, int], list[tuple[int, int]]]: ...
 
     def set_fault(self, unit: int, kind: str, **params: float) -> None: ...
 
@@ -115,9 +119,18 @@ def _resume(sim: SimulatorControl) -> Response:
     return 200, _clock(sim)
 
 
+def _writes(sim: SimulatorControl) -> Response:
+    rows = [{"unit": unit, "register": register, "ts_ms": ts_ms, "value": value}
+            for (unit, register), history in sim.writes().items()
+            for ts_ms, value in history]
+    rows.sort(key=lambda row: row["ts_ms"])  # stable: same-time writes keep their order
+    return 200, {"writes": rows}
+
+
 _ROUTES = {
     "/truth": ("GET", _truth),
     "/units": ("GET", _units),
+    "/writes": ("GET", _writes),
     "/pause": ("POST", _pause),
     "/resume": ("POST", _resume),
 }

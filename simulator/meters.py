@@ -38,6 +38,7 @@ from protocols.modbus import (
     model_register_map,
 )
 from protocols.models import Unit
+from simulator.controllers import ControllerBank
 from simulator.profiles import HomeConfig, HomeProfile, PowerSample
 
 Values = dict[str, float | None]
@@ -311,6 +312,7 @@ class MeterBank:
                            SunSpecLayout(203, info("SIM-MTR-203", SUNSPEC_METER_UNIT)),
                            EnergyCounters(_grid_counters(rng)), wire.grid_values),
         )}
+        self.controllers = ControllerBank()
         self._refresh()
 
     @property
@@ -334,9 +336,21 @@ class MeterBank:
         meter.counters.step_back(wh)
         meter.refresh(self.profile.sample)
 
+    def write(self, unit: int, address: int, values: list[int]) -> None:
+        """A controller write: applied to the loads and re-rendered at once.
+
+        Raises ``IllegalAddress``/``IllegalValue`` (``simulator.controllers``), changing nothing.
+        The step a write lands in is integrated at the power shown after the write (a tick is
+        short), so the counters stay the integral of what the registers showed.
+        """
+        self.controllers.write(unit, address, values, self.ts_ms)
+        self.profile.set_controls(self.controllers.controls())
+        self._refresh()
+
     def truth(self) -> dict[int, Values]:
         """unit -> channel -> value a client reading the registers now decodes."""
-        return {unit: dict(meter.shown) for unit, meter in self.meters.items()}
+        truth = {unit: dict(meter.shown) for unit, meter in self.meters.items()}
+        return truth | self.controllers.truth()
 
     def _refresh(self) -> None:
         for meter in self.meters.values():

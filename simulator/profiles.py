@@ -7,6 +7,11 @@ is the exact integral of the power the meters showed (see ``simulator.meters``).
 
 Same seed and same sequence of ``advance`` steps give the same samples, bit for bit.
 Local time of day (for the sun and household habits) is ``ts_ms`` shifted by ``utc_offset_h``.
+
+:class:`Controls` are what the writable devices set (``simulator.controllers``): switching the
+water heater or heat pump off makes its power 0 (its thermostat keeps tracking demand, so it
+draws again at once when switched back on while demand lasts); the heat pump's flow setpoint
+scales its electrical power (:func:`heat_pump_power_factor`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,29 @@ class HomeConfig:
     water_heater_w: float = 2_000.0
     nominal_v: float = 230.0
     nominal_hz: float = 50.0
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the home's controllers are set to. Defaults: everything on, 45.0 °C flow."""
+
+    water_heater_on: bool = True
+    heat_pump_on: bool = True
+    heat_pump_setpoint_c: float = 45.0
+
+
+REFERENCE_FLOW_C = 45.0
+_POWER_PER_KELVIN = 0.025
+
+
+def heat_pump_power_factor(setpoint_c: float) -> float:
+    """Electrical power of a running heat pump relative to its 45 °C draw.
+
+    A hotter flow lowers the COP, so delivering the heat costs more electricity: the model is
+    linear, +2.5 % per kelvin above 45 °C (-2.5 % below), i.e. x0.5 at 25 °C, x1.375 at 60 °C.
+    Strictly increasing; exactly 1.0 at 45 °C, so the default home is unchanged.
+    """
+    return 1.0 + _POWER_PER_KELVIN * (setpoint_c - REFERENCE_FLOW_C)
 
 
 @dataclass(frozen=True)
@@ -111,10 +139,11 @@ class WaterTank:
         self._power_w = power_w
         self._k_per_ws = 1.0 / (litres * 4186.0)  # kelvin per joule
         self.temp_c = rng.uniform(52.0, 60.0)
-        self.heating = False
+        self.heating = False  # the thermostat calls for heat
+        self.enabled = True  # the switch in front of the element (unit 20)
 
     def advance(self, dt_s: float, hour: float) -> None:
-        if self.heating:
+        if self.heating and self.enabled:
             self.temp_c += self._power_w * dt_s * self._k_per_ws
         self.temp_c -= 0.0004 * dt_s  # standby loss, ~1.5 K/h
         draw_rate_per_s = (_bump(hour, 7.0, 1.0) + _bump(hour, 20.0, 1.5)) / 1800.0
@@ -126,7 +155,8 @@ class WaterTank:
             self.heating = False
 
     def power(self) -> float:
-        return self._power_w if self.heating else 0.0
+        """Power now; 0 while switched off, even when the thermostat calls for heat."""
+        return self._power_w if self.heating and self.enabled else 0.0
 
 
 class Wander:
@@ -160,7 +190,15 @@ class HomeProfile:
         self._base = Wander(rng, 0.0, 0.05, 120.0)
         self._volts = tuple(Wander(rng, cfg.nominal_v, 2.5, 60.0) for _ in range(3))
         self._hz = Wander(rng, cfg.nominal_hz, 0.02, 30.0)
+        self.controls = Controls()
         self.sample = self._make_sample()
+
+    def set_controls(self, controls: Controls) -> PowerSample:
+        """Apply the controllers' settings now: :attr:`sample` is re-rendered at once."""
+        self.controls = controls
+        self._tank.enabled = controls.water_heater_on
+        self.sample = self._make_sample()
+        return self.sample
 
     @property
     def ts_ms(self) -> int:
@@ -192,11 +230,15 @@ class HomeProfile:
         base = max(40.0, (cfg.base_w + habits) * (1.0 + self._base.value)) + fridge
         cloud = min(0.95, max(0.0, self._clouds.value))
         pv = cfg.pv_peak_w * clear_sky_fraction(hour, cfg.sunrise_h, cfg.sunset_h) * (1 - cloud)
+        ctl = self.controls
+        heat_pump = (self._heat_pump.power(0.5 * self._base.value)
+                     * heat_pump_power_factor(ctl.heat_pump_setpoint_c)
+                     if ctl.heat_pump_on else 0.0)
         return PowerSample(
             ts_ms=self.ts_ms,
             base_w=base,
             fridge_w=fridge,
-            heat_pump_w=self._heat_pump.power(0.5 * self._base.value),
+            heat_pump_w=heat_pump,
             water_heater_w=self._tank.power(),
             pv_w=pv,
             voltages=(self._volts[0].value, self._volts[1].value, self._volts[2].value),

@@ -1,9 +1,11 @@
 """``MeterSimulator``: the simulated home served over Modbus TCP, with faults and ground truth.
 
-One pymodbus 3.16 TCP server answers for five units (see :class:`~simulator.meters.MeterBank`).
+One pymodbus 3.16 TCP server answers for five meters (see :class:`~simulator.meters.MeterBank`)
+and two writable controllers, units 20 and 21 (see ``simulator.controllers``).
 pymodbus keeps a register list per device; an ``action`` hook (pymodbus' documented per-access
 callback) copies the bank's current image into it on every read, so a client always reads the
-image the simulation clock last rendered. Faults live in the same hooks:
+image the simulation clock last rendered; on the controllers it validates and applies writes
+(FC6/FC16) before pymodbus stores them. Faults live in the same hooks, for every unit:
 
 - ``silent``: no response at all (the client times out). Done on the outgoing packet
   (``trace_packet``), so *every* request to that unit goes unanswered, valid or not. Unit ids
@@ -36,6 +38,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.errors import ProtocolError
 from protocols.modbus import RegisterKind
+from simulator.controllers import IllegalAddress, IllegalValue, WriteLog
 from simulator.meters import MeterBank, SimulatedMeter, Values
 from simulator.profiles import HomeConfig
 
@@ -188,8 +191,9 @@ class MeterSimulator:
 
     @property
     def units(self) -> dict[int, str]:
-        """Served unit ids and what each one measures."""
-        return {unit: meter.name for unit, meter in self.bank.meters.items()}
+        """Served unit ids and what each one measures (meters) or switches (controllers)."""
+        meters = {unit: meter.name for unit, meter in self.bank.meters.items()}
+        return meters | {unit: spec.name for unit, spec in self.bank.controllers.specs.items()}
 
     @property
     def ts_ms(self) -> int:
@@ -207,11 +211,31 @@ class MeterSimulator:
     def faults(self) -> dict[int, Fault]:
         return dict(self._faults)
 
+    def writes(self) -> WriteLog:
+        """Every accepted controller write: (unit, register) -> [(ts_ms, value), ...].
+
+        ``ts_ms`` is simulated time (as :attr:`ts_ms`); rewriting the same value counts too.
+        """
+        return self.bank.controllers.writes()
+
+    def holding(self, unit: int, register: int) -> int:
+        """Raw holding register of a controller (unit 20 or 21). Raises :class:`UnknownUnit`
+        for a unit without writable registers, :class:`SimulatorError` for a bad register."""
+        if unit not in self.bank.controllers.specs:
+            raise UnknownUnit(unit)
+        try:
+            return self.bank.controllers.read(unit, register)
+        except IllegalAddress as exc:
+            raise SimulatorError(str(exc)) from None
+
     def set_fault(self, unit: int, kind: str, **params: float) -> None:
         """Inject a fault (see module doc). Raises :class:`UnknownUnit`, :class:`InvalidFault`."""
-        self._meter(unit)
+        self._check_unit(unit)
         fault = parse_fault(kind, params)
         if fault.kind is FaultKind.COUNTER_RESET:
+            if unit not in self.bank.meters:
+                raise InvalidFault(f"kind: counter_reset needs a meter; unit {unit} has no "
+                                   "energy counters")
             self.bank.step_back_counters(unit, params.get("step_back_wh"))
             log.info("unit %d: energy counters stepped back (%s)", unit, params or "to 0")
             return
@@ -219,7 +243,7 @@ class MeterSimulator:
         log.info("unit %d: fault %s", unit, fault.describe())
 
     def clear_fault(self, unit: int) -> None:
-        self._meter(unit)
+        self._check_unit(unit)
         if self._faults.pop(unit, None):
             log.info("unit %d: fault cleared", unit)
 
@@ -230,11 +254,9 @@ class MeterSimulator:
     def resume(self) -> None:
         self._running.set()
 
-    def _meter(self, unit: int) -> SimulatedMeter:
-        try:
-            return self.bank.meters[unit]
-        except KeyError:
-            raise UnknownUnit(unit) from None
+    def _check_unit(self, unit: int) -> None:
+        if unit not in self.bank.meters and unit not in self.bank.controllers.specs:
+            raise UnknownUnit(unit)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -306,7 +328,48 @@ class MeterSimulator:
             size += -size % 16  # a little slack past the last point, as real devices have
             devices.append(SimDevice(unit, simdata=_blocks(meter.layout.register_kind, first,
                                                            size), action=self._action(meter)))
+        for unit, spec in self.bank.controllers.specs.items():
+            holding = [SimData(0, count=len(spec.registers), values=0,
+                               datatype=DataType.REGISTERS)]
+            invalid = [SimData(0, datatype=DataType.INVALID)]
+            bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS, readonly=True)]
+            devices.append(SimDevice(unit, simdata=(bits, list(bits), holding, invalid),
+                                     action=self._controller_action(unit)))
         return devices
+
+    async def _fault_answer(self, unit: int) -> ExcCodes | None:
+        """Apply a standing ``exception`` or ``slow`` fault of ``unit`` to one request."""
+        fault = self._faults.get(unit)
+        if fault is not None and fault.kind is FaultKind.EXCEPTION:
+            return ExcCodes(fault.code)
+        if fault is not None and fault.kind is FaultKind.SLOW:
+            await self._sleep_unless_stopping(fault.delay_s)
+            if self._stopping.is_set():
+                raise NoSuchIdException("simulator stopping: no answer")
+        return None
+
+    def _controller_action(self, unit: int) -> _Action:
+        async def on_access(  # noqa: PLR0917 - pymodbus' SimAction signature
+                func_code: int, start: int, address: int, count: int,
+                registers: list[int], values: list[int] | list[bool] | None,
+                ) -> ExcCodes | None:
+            if (failed := await self._fault_answer(unit)) is not None:
+                return failed
+            if values is not None:  # a slow device acts when it answers
+                try:
+                    self.bank.write(unit, address, [int(v) for v in values])
+                except IllegalValue as exc:
+                    log.info("rejected write: %s", exc)
+                    return ExcCodes.ILLEGAL_VALUE
+                except IllegalAddress:
+                    return ExcCodes.ILLEGAL_ADDRESS
+                log.info("unit %d: wrote %s at register %d", unit, list(values), address)
+            for offset in range(count):
+                registers[address - start + offset] = self.bank.controllers.read(
+                    unit, address + offset)
+            return None
+
+        return on_access
 
     def _action(self, meter: SimulatedMeter) -> _Action:
         unit = meter.unit
@@ -315,13 +378,8 @@ class MeterSimulator:
                 func_code: int, start: int, address: int, count: int,
                             registers: list[int], values: list[int] | list[bool] | None,
                             ) -> ExcCodes | None:
-            fault = self._faults.get(unit)
-            if fault is not None and fault.kind is FaultKind.EXCEPTION:
-                return ExcCodes(fault.code)
-            if fault is not None and fault.kind is FaultKind.SLOW:
-                await self._sleep_unless_stopping(fault.delay_s)
-                if self._stopping.is_set():
-                    raise NoSuchIdException("simulator stopping: no answer")
+            if (failed := await self._fault_answer(unit)) is not None:
+                return failed
             if values is not None:
                 return ExcCodes.ILLEGAL_ADDRESS  # meters are read-only here
             image = meter.image  # read after any delay: the answer is as of sending
@@ -342,7 +400,8 @@ class MeterSimulator:
         unit = packet[_MBAP_UNIT_BYTE]
         fault = self._faults.get(unit)
         silent = fault is not None and fault.kind is FaultKind.SILENT
-        if silent or self._stopping.is_set() or unit not in self.bank.meters:
+        served = unit in self.bank.meters or unit in self.bank.controllers.specs
+        if silent or self._stopping.is_set() or not served:
             return b""
         return packet
 

@@ -269,6 +269,8 @@ def _start_cli(*extra: str) -> tuple[subprocess.Popen[str], int, int]:
                       line)
     assert match, line
     assert "1:grid:sdm630" in match.group(2) and "240:grid_sunspec:sunspec_203" in match.group(2)
+    assert "20:water_heater_switch:switch" in match.group(2)
+    assert "21:heat_pump_controller:heat_pump_controller" in match.group(2)
     return proc, int(match.group(1)), int(match.group(3))
 
 
@@ -304,3 +306,5 @@ def test_cli_help_explains_the_units() -> None:
     done = subprocess.run([sys.executable, "-m", "simulator.cli", "meters", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=30, check=True)
     assert "SunSpec inverter" in done.stdout and "--control-port" in done.stdout
+    text = " ".join(done.stdout.split())  # argparse wraps lines
+    assert "20 water heater switch" in text and "21 heat pump controller" in text

@@ -14,7 +14,14 @@ from simulator.meters import (
     WATER_HEATER_UNIT,
     MeterBank,
 )
-from simulator.profiles import HomeConfig, HomeProfile, clear_sky_fraction, local_hour
+from simulator.profiles import (
+    Controls,
+    HomeConfig,
+    HomeProfile,
+    clear_sky_fraction,
+    heat_pump_power_factor,
+    local_hour,
+)
 from simulator.server import FaultKind, InvalidFault, parse_fault
 
 HOUR_MS = 3_600_000
@@ -168,3 +175,20 @@ def test_fault_requests_are_validated_with_the_field_named() -> None:
         parse_fault("silent", {"delay_s": 1})
     with pytest.raises(InvalidFault, match="step_back_wh"):
         parse_fault("counter_reset", {"step_back_wh": -1})
+
+
+def test_heat_pump_power_factor_rises_with_setpoint_and_is_one_at_45() -> None:
+    factors = [heat_pump_power_factor(c / 10) for c in range(250, 601, 5)]
+    assert factors == sorted(factors) and len(set(factors)) == len(factors)
+    assert heat_pump_power_factor(45.0) == 1.0
+    assert factors[0] > 0
+
+
+def test_switched_off_loads_draw_nothing_and_default_controls_change_nothing() -> None:
+    plain = HomeProfile(seed=3, start_ts_ms=at_local(0))
+    controlled = HomeProfile(seed=3, start_ts_ms=at_local(0))
+    controlled.set_controls(Controls())
+    assert run(plain, 200, 60.0) == run(controlled, 200, 60.0)
+    controlled.set_controls(Controls(water_heater_on=False, heat_pump_on=False))
+    samples = run(controlled, 500, 60.0)
+    assert {s[1] for s in samples} == {0.0} and {s[2] for s in samples} == {0.0}
