@@ -29,13 +29,22 @@ _PUBLIC = {
     "FakeUplink": "edge_agent.uplink",
     "SqliteBuffer": "edge_agent.buffer",
     "GpiozeroPulseInput": "edge_agent.s0_input",
+    "CommandDedupWindow": "edge_agent.dedup",
+    "Interlock": "edge_agent.interlocks",
+    "Actuator": "edge_agent.ports",
+    "GpiozeroRelay": "edge_agent.actuators",
+    "ModbusRegisterActuator": "edge_agent.actuators",
+    "FakeActuator": "edge_agent.actuators",
+    "CommandExecutor": "edge_agent.executor",
+    "CommandService": "edge_agent.commands",
 }
 
 __all__ = [
-    "Agent", "AgentConfig", "Backoff", "BusError", "ConfigError", "CounterGuard",
-    "EdgeAgentError", "FakeModbusBus", "FakeUplink", "GpiozeroPulseInput", "MeterPoller",
-    "MeterReader", "MeterSource", "PahoUplink", "PymodbusBus", "SqliteBuffer", "build_buses",
-    "build_readers", "load_config",
+    "Actuator", "Agent", "AgentConfig", "Backoff", "BusError", "CommandDedupWindow",
+    "CommandExecutor", "CommandService", "ConfigError", "CounterGuard", "EdgeAgentError",
+    "FakeActuator", "FakeModbusBus", "FakeUplink", "GpiozeroPulseInput", "GpiozeroRelay",
+    "Interlock", "MeterPoller", "MeterReader", "MeterSource", "ModbusRegisterActuator",
+    "PahoUplink", "PymodbusBus", "SqliteBuffer", "build_buses", "build_readers", "load_config",
 ]
 
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Modbus exception code 2: the device has no register at that address.
 ILLEGAL_DATA_ADDRESS = 2
+# Modbus exception code 3: the device refuses the value (e.g. a setpoint out of its range).
+ILLEGAL_DATA_VALUE = 3
 _Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
@@ -93,11 +95,30 @@ class PymodbusBus:
     ) -> list[int]:
         """Read ``count`` words; :class:`BusError` on timeout, exception response or link loss."""
         where = f"bus {self.name} unit {unit} {kind.value} {address}+{count}"
+        response = await self._exchange(where, self._request(unit, kind, address, count))
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise BusError(f"{where}: answered {len(registers)} registers")
+        return registers
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """Write one holding register (FC6). :class:`BusError` with ``exception_code`` when the
+        device refused it (e.g. 3, illegal value: it did not take effect); without a code when
+        there was no answer (the write may or may not have taken effect)."""
+        where = f"bus {self.name} unit {unit} write holding {address}={value}"
+        if not 0 <= value <= 0xFFFF:
+            # Refused before sending, as the device would refuse it: it did not take effect.
+            raise BusError(f"{where}: value outside 0..65535", exception_code=ILLEGAL_DATA_VALUE)
+        await self._exchange(where, self._write(unit, address, value))
+
+    async def _exchange(self, where: str,
+                        request: Callable[[_Client], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        """One request under the bus lock, with every failure translated to ``BusError``."""
         async with self._lock:
             client = await self._connected_client()
             await self._frame_gap()
             try:
-                response = await self._request(client, unit, kind, address, count)
+                response = await request(client)
             except ConnectionException as exc:
                 client.close()
                 raise BusError(f"{where}: link lost ({exc})") from exc
@@ -111,19 +132,27 @@ class PymodbusBus:
         if response.isError():
             code = response.exception_code
             raise BusError(f"{where}: exception response {code}", exception_code=code)
-        registers = list(response.registers)
-        if len(registers) != count:
-            raise BusError(f"{where}: answered {len(registers)} registers")
-        return registers
+        return response
 
-    async def _request(
-        self, client: _Client, unit: int, kind: RegisterKind, address: int, count: int
-    ) -> ModbusPDU:
-        call = (client.read_input_registers if kind is RegisterKind.INPUT
-                else client.read_holding_registers)
+    def _request(self, unit: int, kind: RegisterKind, address: int,
+                 count: int) -> Callable[[_Client], Awaitable[ModbusPDU]]:
+        async def send(client: _Client) -> ModbusPDU:
+            call = (client.read_input_registers if kind is RegisterKind.INPUT
+                    else client.read_holding_registers)
+            return await self._bounded(call(address, count=count, device_id=unit))
+
+        return send
+
+    def _write(self, unit: int, address: int,
+               value: int) -> Callable[[_Client], Awaitable[ModbusPDU]]:
+        async def send(client: _Client) -> ModbusPDU:
+            return await self._bounded(client.write_register(address, value, device_id=unit))
+
+        return send
+
+    async def _bounded(self, call: Awaitable[ModbusPDU]) -> ModbusPDU:
         # pymodbus times out after timeout_s itself; the outer bound only guards against a hang.
-        return await asyncio.wait_for(call(address, count=count, device_id=unit),
-                                      timeout=self.settings.timeout_s * 2 + 1)
+        return await asyncio.wait_for(call, timeout=self.settings.timeout_s * 2 + 1)
 
     async def close(self) -> None:
         async with self._lock:
@@ -138,6 +167,15 @@ def build_buses(settings: Iterable[BusSettings]) -> dict[str, PymodbusBus]:
 
 
 @dataclass(frozen=True)
+class ModbusWrite:
+    """One register write a :class:`FakeModbusBus` received."""
+
+    unit: int
+    address: int
+    value: int
+
+
+@dataclass(frozen=True)
 class ModbusRequest:
     """What a :class:`FakeModbusBus` handler receives."""
 
@@ -148,20 +186,33 @@ class ModbusRequest:
 
 
 Handler = Callable[[ModbusRequest], list[int] | Awaitable[list[int]]]
+WriteHandler = Callable[[ModbusWrite], None]
 
 
 class FakeModbusBus:
     """A bus whose answers come from ``handler`` (sync or async); it may raise ``BusError``.
 
     Requests are serialised with a lock like the real bus and recorded in ``requests``.
+    Writes are passed to ``on_write`` (which may raise ``BusError``) and, when it does not
+    raise, recorded in ``writes``.
     """
 
-    def __init__(self, handler: Handler, name: str = "fake") -> None:
+    def __init__(self, handler: Handler, name: str = "fake", *,
+                 on_write: WriteHandler | None = None) -> None:
         self.name = name
         self.handler = handler
+        self.on_write = on_write
         self.requests: list[ModbusRequest] = []
+        self.writes: list[ModbusWrite] = []
         self.closed = False
         self._lock = asyncio.Lock()
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        write = ModbusWrite(unit, address, value)
+        async with self._lock:
+            if self.on_write is not None:
+                self.on_write(write)
+            self.writes.append(write)
 
     async def read_registers(
         self, unit: int, kind: RegisterKind, address: int, count: int

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_agent.status import BufferStatsView
+from protocols.commands import Action, ParamValue
 from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
-__all__ = ["Clock", "Message", "MeterSource", "ModbusBus", "OnReadings", "Poller", "PulseInput",
-           "TelemetryBuffer", "Uplink"]
+__all__ = ["Actuator", "ActuatorResult", "Clock", "Message", "MeterSource", "ModbusBus",
+           "ModbusRegisterBus", "OnReadings", "Poller", "PulseInput", "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -42,6 +43,42 @@ class ModbusBus(Protocol):
         self, unit: int, kind: RegisterKind, address: int, count: int
     ) -> list[int]:
         """Read ``count`` 16-bit words; raise ``BusError`` on timeout or exception response."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ModbusRegisterBus(ModbusBus, Protocol):
+    """A bus that can also write holding registers (actuators need it; meters only read)."""
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """Write one holding register (function code 6); ``value`` is 0..65535.
+
+        Raises ``BusError``: with ``exception_code`` set the device refused the write (it did
+        not take effect); without it there was no answer (it may or may not have)."""
+        ...
+
+
+ActuatorResult = dict[str, ParamValue]
+"""What an actuator reports: ``{"state": "on"}``, ``{"value": 45.0}``, ``{"amps": 16.0}``."""
+
+
+class Actuator(Protocol):
+    """A controllable device (``GpiozeroRelay``, ``ModbusRegisterActuator``, ``FakeActuator``).
+
+    ``actions`` lists what it accepts; the executor checks it before calling :meth:`apply`.
+    """
+
+    device_id: str
+    actions: frozenset[Action]
+
+    async def apply(self, action: Action, params: dict[str, ParamValue]) -> ActuatorResult:
+        """Make the device do ``action``; returns its new state. Raises ``EdgeAgentError``
+        (``BusError`` for Modbus) when the device did not (or may not have) done it."""
+        ...
+
+    async def read_back(self) -> ActuatorResult:
+        """The device's current state, read from the device; raises ``EdgeAgentError``."""
         ...
 
     async def close(self) -> None: ...

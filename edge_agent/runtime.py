@@ -8,7 +8,11 @@ the fleet runner) and runs four supervised tasks on one event loop:
   window and the rate limit, and re-sends batches the cloud has not confirmed after
   ``ack_timeout_s``;
 - the inbound task applies ``TelemetryAck`` s: the buffer deletes those seqs (idempotently,
-  even for seqs not in flight, e.g. a late ack after a restart);
+  even for seqs not in flight, e.g. a late ack after a restart), and hands messages on
+  ``hw/{gw}/commands`` to the :class:`~edge_agent.commands.CommandService`;
+- the command worker executes commands one at a time (dedup window, interlocks, actuators)
+  and publishes each ``CommandAck``; at start-up, commands a crash interrupted are acked
+  ``unknown`` with the actuator's read-back before any new command runs;
 - the status task publishes the retained ``GatewayStatus`` on every connect and every
   ``status_interval_s``.
 
@@ -23,18 +27,34 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from edge_agent.backoff import Backoff
 from edge_agent.clock import SystemClock
+from edge_agent.commands import CommandService
 from edge_agent.config import AgentConfig
+from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
-from edge_agent.ports import Clock, Message, ModbusBus, OnReadings, Poller, TelemetryBuffer, Uplink
+from edge_agent.executor import CommandExecutor
+from edge_agent.ports import (
+    Actuator,
+    Clock,
+    Message,
+    ModbusRegisterBus,
+    OnReadings,
+    Poller,
+    TelemetryBuffer,
+    Uplink,
+)
 from edge_agent.status import offline_status, online_status
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.errors import InvalidMessage
 from protocols.models import Reading, TelemetryAck, decode, encode
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 __all__ = ["Agent", "PollerFactory", "run", "supervise"]
 
@@ -78,12 +98,17 @@ class Agent:
     ``config.buffer_path``, ``PahoUplink`` for ``config.mqtt``, and a ``MeterPoller`` over
     ``PymodbusBus`` es and gpiozero S0 inputs (an S0 meter whose GPIO is unavailable is left
     out with a warning). ``poller`` is a factory given the readings callback.
+    Actuators are built from ``config.actuators`` at :meth:`start` (relays on ``pin_factory``,
+    gpiozero's default when ``None``; Modbus ones on the shared buses) unless ``actuators``
+    is given; the command dedup window lives at ``config.dedup_path``.
     Nothing connects before :meth:`start`.
     """
 
     def __init__(self, config: AgentConfig, *, uplink: Uplink | None = None,
                  buffer: TelemetryBuffer | None = None, clock: Clock | None = None,
-                 poller: PollerFactory | None = None) -> None:
+                 poller: PollerFactory | None = None,
+                 actuators: Mapping[str, Actuator] | None = None,
+                 pin_factory: Factory | None = None) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
@@ -96,8 +121,12 @@ class Agent:
                                     clock=self.clock)
         self._status_topic = topics.status(config.gateway_id)
         self._ack_topic = topics.telemetry_ack(config.gateway_id)
+        self._command_topic = topics.commands(config.gateway_id)
         self._poller: Poller | None = None
-        self._buses: Mapping[str, ModbusBus] = {}
+        self._buses: Mapping[str, ModbusRegisterBus] | None = None
+        self._injected_actuators = actuators
+        self._pin_factory = pin_factory
+        self.commands: CommandService | None = None
         self._s0_closers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.invalid_acks = 0
@@ -112,11 +141,13 @@ class Agent:
         report = await asyncio.to_thread(self.buffer.open)
         log.info("telemetry buffer open: %s", report)
         await self.uplink.start()
+        self.commands = self._command_service()
+        await self.commands.start()
         self._poller = self._poller_factory(self.ingest)
         self._poller.start()
         restart = Backoff(1.0, 60.0)
         for name, work in (("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
-                           ("status", self._status_loop)):
+                           ("status", self._status_loop), ("commands", self.commands.run)):
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
 
     async def stop(self) -> None:
@@ -130,7 +161,9 @@ class Agent:
         self._tasks.clear()
         farewell = offline_status(self.gateway_id, self.clock.now_ms())
         await self.uplink.stop(Message(self._status_topic, encode(farewell), retain=True))
-        for bus in self._buses.values():
+        if self.commands is not None:
+            await self.commands.stop()
+        for bus in (self._buses or {}).values():
             await bus.close()
         for close in self._s0_closers:
             close()
@@ -167,6 +200,9 @@ class Agent:
     async def _inbound_loop(self) -> None:
         while True:
             message = await self.uplink.receive()
+            if message.topic == self._command_topic and self.commands is not None:
+                self.commands.submit(message)
+                continue
             if message.topic != self._ack_topic:
                 log.debug("ignoring message on %s", message.topic)
                 continue
@@ -182,12 +218,38 @@ class Agent:
                 continue
             await self.drain.apply_ack(ack)
 
+    def _bus_map(self) -> Mapping[str, ModbusRegisterBus]:
+        """The configured buses, built once and shared by meters and actuators (one lock per
+        bus: RS485 has a single master)."""
+        if self._buses is None:
+            from edge_agent.modbus_bus import build_buses
+
+            self._buses = build_buses(self.config.buses)
+        return self._buses
+
+    def _command_service(self) -> CommandService:
+        config = self.config
+        actuators: dict[str, Actuator]
+        unavailable: dict[str, str] = {}
+        if self._injected_actuators is not None:
+            actuators = dict(self._injected_actuators)
+        else:
+            from edge_agent.actuators import build_actuators
+
+            actuators, unavailable = build_actuators(config.actuators, self._bus_map(),
+                                                     pin_factory=self._pin_factory)
+        window = CommandDedupWindow(config.dedup_path, max_ids=config.commands.dedup_max_ids,
+                                    days=config.commands.dedup_days)
+        rules = {a.id: a.interlocks for a in config.actuators}
+        executor = CommandExecutor(self.gateway_id, window, actuators, rules,
+                                   unavailable=unavailable)
+        return CommandService(self.gateway_id, executor, self._publisher, self.clock)
+
     def _real_poller(self, on_readings: OnReadings) -> Poller:
-        from edge_agent.modbus_bus import build_buses
         from edge_agent.s0_input import GpiozeroPulseInput
         from edge_agent.scheduler import SyncReadable, build_poller
 
-        self._buses = build_buses(self.config.buses)
+        buses = self._bus_map()
         s0_inputs: dict[str, SyncReadable] = {}
         for meter in self.config.meters:
             if meter.model != "s0":
@@ -199,7 +261,7 @@ class Agent:
                 continue
             s0_inputs[meter.id] = pulse
             self._s0_closers.append(pulse.close)
-        return build_poller(self.config, self._buses, on_readings, self.clock,
+        return build_poller(self.config, buses, on_readings, self.clock,
                             s0_inputs=s0_inputs)
 
 
@@ -218,7 +280,8 @@ def _paho_uplink(config: AgentConfig, clock: Clock) -> Uplink:
         return Message(topics.status(gateway_id), encode(status), retain=True)
 
     return PahoUplink(config.mqtt, client_id=gateway_id,
-                      subscriptions=[topics.telemetry_ack(gateway_id)], will=will)
+                      subscriptions=[topics.telemetry_ack(gateway_id), topics.commands(gateway_id)],
+                      will=will)
 
 
 def run(config: AgentConfig) -> int:
