@@ -17,6 +17,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from cloud_sync.command_api import CommandApiContext, register_commands
 from cloud_sync.errors import NotFound, ReplayRejected, StorageUnavailable
 from cloud_sync.health import HealthChecks, register_health
 from cloud_sync.ports import DeadLetter, ReadingsQuery, StoredReading, TelemetryQueries
@@ -38,6 +39,7 @@ class ApiContext:
     now_ms: Callable[[], int]
     publish: Callable[[str, bytes], None] | None = None
     stats: Callable[[], dict[str, int]] | None = None
+    commands: CommandApiContext | None = None
 
 
 def _encode_cursor(*parts: int) -> str:
@@ -83,6 +85,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     register_health(app, ctx.health)
     _register_readings(app, ctx)
     _register_dead_letters(app, ctx)
+    if ctx.commands is not None:
+        register_commands(app, ctx.commands)
 
     @app.get("/api/v1/ingestion/stats")
     def ingestion_stats() -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,18 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from cloud_sync.api import ApiContext, create_app
+from cloud_sync.command_acks import ACK_SUFFIX, CommandAckWorker
+from cloud_sync.command_api import CommandApiContext
 from cloud_sync.db import migrate
+from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
+from cloud_sync.db.outbox_store import SqlOutbox
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
+from cloud_sync.dispatcher import CommandDispatcher
 from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
-from cloud_sync.mqtt import PahoIngestBus, telemetry_filter
+from cloud_sync.mqtt import PahoIngestBus, command_ack_filter, telemetry_filter
+from cloud_sync.ports import InboundMessage
 from cloud_sync.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,9 @@ class CloudService:
     worker: IngestionWorker
     bus: PahoIngestBus
     app: FastAPI
+    commands: SqlCommandStore | None = None
+    dispatcher: CommandDispatcher | None = None
+    acks: CommandAckWorker | None = None
     migrated: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -78,7 +88,11 @@ class CloudService:
             return
         self.migrated.set()
         self.worker.start()
+        if self.acks is not None:
+            self.acks.start()
         self.bus.start()
+        if self.dispatcher is not None and self.settings.dispatcher_enabled:
+            self.dispatcher.start()
         self.started.set()
         log.info("ingestion started: db %s, broker %s", self.engine.url.render_as_string(),
                  self.settings.mqtt_url)
@@ -91,9 +105,13 @@ class CloudService:
         self._stop.set()
         if self._startup is not None:
             self._startup.join(10)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.migrated.is_set():
             self.bus.stop()
         self.worker.stop()
+        if self.acks is not None:
+            self.acks.stop()
         self.engine.dispose()
 
 
@@ -102,22 +120,40 @@ def build_service(settings: CloudSettings) -> CloudService:
     broker_breaker = pybreaker.CircuitBreaker(fail_max=settings.broker_breaker_fail_max,
                                               reset_timeout=settings.broker_breaker_reset_s,
                                               name="broker")
-    sink_holder: list[IngestionWorker] = []
+    sinks: dict[str, Callable[[InboundMessage], bool]] = {}
+
+    def route(message: InboundMessage) -> bool:
+        kind = "acks" if message.topic.endswith(ACK_SUFFIX) else "telemetry"
+        return sinks[kind](message)
+
     host, port = settings.mqtt_host_port
-    bus = PahoIngestBus(host, port, client_id=settings.client_id,
-                        sink=lambda message: sink_holder[0].offer(message),  # noqa: PLW0108 - late bound
-                        topic_filter=telemetry_filter(settings.share_group),
+    bus = PahoIngestBus(host, port, client_id=settings.client_id, sink=route,
+                        topic_filter=[telemetry_filter(settings.share_group),
+                                      command_ack_filter(settings.share_group)],
                         receive_maximum=settings.ingest_queue_size,
                         keepalive_s=settings.mqtt_keepalive_s, breaker=broker_breaker)
     worker = IngestionWorker(store, bus, queue_size=settings.ingest_queue_size,
                              max_readings=settings.ingest_max_readings,
                              max_wait_s=settings.ingest_max_wait_ms / 1000,
                              retry_max_s=settings.ingest_retry_max_s)
-    sink_holder.append(worker)
+    command_store = SqlCommandStore(store.engine, store.breaker)
+    acks = CommandAckWorker(command_store, bus, queue_size=settings.ingest_queue_size,
+                            retry_max_s=settings.ingest_retry_max_s)
+    sinks.update(telemetry=worker.offer, acks=acks.offer)
+    dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
+                                   redelivery_s=settings.command_redelivery_s,
+                                   puback_timeout_s=settings.effective_puback_timeout_s)
     migrated = threading.Event()
     health = HealthChecks(ping_db=store.ping, broker_connected=bus.is_connected,
                           migrated=migrated.is_set, worker_started=lambda: worker.running,
                           db_timeout_s=settings.readyz_db_timeout_s)
+    commands = CommandApiContext(
+        store=command_store, now_ms=now_ms, default_ttl_s=settings.command_ttl_default_s,
+        limits=CommandLimits(settings.command_rate_per_min, settings.command_queue_max),
+        wake_dispatcher=dispatcher.wake,
+        stats=lambda: {**dispatcher.stats.as_dict(),
+                       **{f"acks_{k}": v for k, v in acks.stats.as_dict().items()}})
     app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, publish=bus.publish,
-                                stats=worker.stats.as_dict))
-    return CloudService(settings, store, worker, bus, app, migrated)
+                                stats=worker.stats.as_dict, commands=commands))
+    return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
+                        migrated)

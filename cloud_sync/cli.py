@@ -16,10 +16,12 @@ from pydantic import ValidationError
 
 from cloud_sync.bootstrap import build_service, build_store, load_settings
 from cloud_sync.db import migrate
-from cloud_sync.db.store import DB_ERRORS
-from cloud_sync.errors import CloudSyncError
+from cloud_sync.db.commands_store import SqlCommandStore
+from cloud_sync.db.store import DB_ERRORS, now_ms
+from cloud_sync.errors import CloudSyncError, NotFound
 from cloud_sync.settings import CloudSettings
-from protocols.models import GATEWAY_ID_PATTERN
+from protocols.commands import Action
+from protocols.models import GATEWAY_ID_PATTERN, METER_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     add = admin_sub.add_parser("add-gateway", help="register a gateway so its telemetry is stored")
     add.add_argument("gateway_id")
     add.add_argument("--json", action="store_true", help="print the result as JSON")
+    dev = admin_sub.add_parser("add-device", help="register a device so it accepts commands")
+    dev.add_argument("gateway_id")
+    dev.add_argument("device_id")
+    dev.add_argument("--capabilities", required=True,
+                     help="comma-separated actions: " + ", ".join(a.value for a in Action))
+    dev.add_argument("--kind", default="device", help="free-form kind (relay, heatpump, evse)")
+    dev.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -84,6 +93,44 @@ def _add_gateway(settings: CloudSettings, gateway_id: str, as_json: bool) -> int
     return 0
 
 
+def _add_device(settings: CloudSettings, args: argparse.Namespace) -> int:
+    caps = [c.strip() for c in args.capabilities.split(",") if c.strip()]
+    known = {a.value for a in Action}
+    problem = None
+    if not re.match(METER_ID_PATTERN, args.device_id):
+        problem = f"device id {args.device_id!r} must match {METER_ID_PATTERN}"
+    elif not caps or set(caps) - known:
+        bad = sorted(set(caps) - known) or ["(none given)"]
+        problem = f"--capabilities: {', '.join(bad)} not an action (use {', '.join(sorted(known))})"
+    if problem:
+        print(f"homewatt-cloud: {problem}", file=sys.stderr)
+        return 2
+    store = build_store(settings)
+    try:
+        migrate.upgrade(store.engine)
+        created = SqlCommandStore(store.engine, store.breaker).add_device(
+            args.gateway_id, args.device_id, args.kind, caps, now_ms())
+    except NotFound as exc:
+        print(f"homewatt-cloud: {exc} (run: homewatt-cloud admin add-gateway "
+              f"{args.gateway_id})", file=sys.stderr)
+        return 2
+    finally:
+        store.engine.dispose()
+    if args.json:
+        print(json.dumps({"device_id": args.device_id, "gateway_id": args.gateway_id,
+                          "capabilities": caps, "created": created}))
+    else:
+        print(f"device {args.device_id} {'registered' if created else 'updated'} on "
+              f"{args.gateway_id}: {', '.join(caps)}")
+    return 0
+
+
+def _admin(settings: CloudSettings, args: argparse.Namespace) -> int:
+    if args.admin_command == "add-device":
+        return _add_device(settings, args)
+    return _add_gateway(settings, args.gateway_id, args.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
@@ -99,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate.upgrade(store.engine)
             print(f"schema is at head: {store.engine.url.render_as_string()}")
             return 0
-        return _add_gateway(settings, args.gateway_id, args.json)
+        return _admin(settings, args)
     except CloudSyncError as exc:
         print(f"homewatt-cloud: {exc}", file=sys.stderr)
         return 1

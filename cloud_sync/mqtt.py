@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,6 +28,7 @@ from protocols import topics
 
 log = logging.getLogger(__name__)
 TELEMETRY_FILTER = "hw/+/telemetry"
+COMMAND_ACK_FILTER = "hw/+/commands/ack"
 SESSION_EXPIRY_S = 24 * 3600
 
 
@@ -36,16 +37,38 @@ def telemetry_filter(share_group: str | None) -> str:
     return topics.shared(share_group, TELEMETRY_FILTER) if share_group else TELEMETRY_FILTER
 
 
+def command_ack_filter(share_group: str | None) -> str:
+    """``hw/+/commands/ack``, shared like telemetry when replicas run."""
+    return topics.shared(share_group, COMMAND_ACK_FILTER) if share_group else COMMAND_ACK_FILTER
+
+
+class PahoPublishHandle:
+    """A QoS 1 publish in flight: ``wait`` is True once the broker PUBACKed it."""
+
+    def __init__(self, info: mqtt.MQTTMessageInfo) -> None:
+        self._info = info
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            self._info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        return self._info.is_published()
+
+
 class PahoIngestBus:
     """Connects in the background (paho's own thread) and reconnects with backoff."""
 
     def __init__(self, host: str, port: int, *, client_id: str,
                  sink: Callable[[InboundMessage], bool],
-                 topic_filter: str = TELEMETRY_FILTER, receive_maximum: int = 64,
+                 topic_filter: str | Sequence[str] = TELEMETRY_FILTER,
+                 receive_maximum: int = 64,
                  keepalive_s: int = 30, breaker: pybreaker.CircuitBreaker | None = None) -> None:
         self._host, self._port = host, port
         self._sink = sink
-        self._filter = topic_filter
+        # several filters share the connection, the session and the Receive Maximum; the
+        # sink routes each message by its topic
+        self._filters = [topic_filter] if isinstance(topic_filter, str) else list(topic_filter)
         self._receive_maximum = receive_maximum
         self._keepalive_s = keepalive_s
         self._breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=5,
@@ -93,6 +116,18 @@ class PahoIngestBus:
     def publish(self, topic: str, payload: bytes) -> None:
         self._call(lambda: self._client.publish(topic, payload, qos=1).rc)
 
+    def publish_tracked(self, topic: str, payload: bytes) -> PahoPublishHandle:
+        """QoS 1 publish whose PUBACK the caller can wait for (``CommandBus``)."""
+        if not self._connected.is_set():
+            raise BrokerUnavailable("not connected to the broker")
+        try:
+            info = self._breaker.call(lambda: self._client.publish(topic, payload, qos=1))
+        except pybreaker.CircuitBreakerError as exc:
+            raise BrokerUnavailable("broker circuit open") from exc
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            raise BrokerUnavailable(f"broker call failed: {mqtt.error_string(info.rc)}")
+        return PahoPublishHandle(info)
+
     def _call(self, send: Callable[[], MQTTErrorCode]) -> None:
         if not self._connected.is_set():  # a local check: not a failed call to the broker
             raise BrokerUnavailable("not connected to the broker")
@@ -116,14 +151,14 @@ class PahoIngestBus:
         log.info("connected to %s:%d (session present: %s)", self._host, self._port,
                  flags.session_present)
         self._connected.set()
-        client.subscribe(self._filter, qos=1)
+        client.subscribe([(f, 1) for f in self._filters])
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int,
                       reasons: list[ReasonCode], _props: Properties | None) -> None:
         if all(not r.is_failure for r in reasons):
             self.subscribed.set()
         else:
-            log.error("subscription to %s refused: %s", self._filter, reasons)
+            log.error("subscription to %s refused: %s", self._filters, reasons)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, _props: Properties | None) -> None:

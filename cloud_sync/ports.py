@@ -7,7 +7,7 @@ Real adapters: :class:`cloud_sync.db.store.SqlTelemetryStore` (SQLAlchemy) and
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,3 +133,67 @@ class IngestBus(Protocol):
     def redeliver_refused(self) -> None:
         """Make the broker resend messages ``offer`` refused (by resuming the session)."""
         ...
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    """A registered device: which gateway drives it and the actions it accepts."""
+
+    id: str
+    gateway_id: str
+    kind: str
+    capabilities: list[str]
+    created_at: int
+
+
+@dataclass(frozen=True)
+class StoredCommand:
+    """One command row as the API reports it (times in epoch ms, ``None`` until reached)."""
+
+    command_id: str
+    device_id: str
+    gateway_id: str
+    action: str
+    params: dict[str, float | int | bool | str]
+    priority: str
+    status: str
+    created_at: int
+    expires_at: int
+    sent_at: int | None
+    delivered_at: int | None
+    completed_at: int | None
+    reason: str | None
+    result: dict[str, float | int | bool | str] | None
+    attempts: int
+    request_hash: str
+
+
+class PublishHandle(Protocol):
+    def wait(self, timeout_s: float) -> bool:
+        """True once the broker PUBACKed; False on timeout or a lost connection."""
+        ...
+
+
+class CommandBus(Protocol):
+    """What the dispatcher needs from the broker."""
+
+    def publish_tracked(self, topic: str, payload: bytes) -> PublishHandle:
+        """Queue a QoS 1 publish; raises ``BrokerUnavailable`` when not connected."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """What the dispatcher needs from the database (see :class:`cloud_sync.db.outbox_store`)."""
+
+    def dispatch_due(self, now_ms: Callable[[], int], limit: int, redelivery_ms: int,
+                     publish: Callable[[Sequence[StoredCommand]], list[str]],
+                     ) -> tuple[int, int]:
+        """Claim due rows, publish them, mark the confirmed ones sent: ``(claimed, confirmed)``."""
+        ...
+
+    def next_due_ms(self) -> int | None: ...
+
+    def expire_due(self, now: int, limit: int = 500) -> int: ...

@@ -50,6 +50,18 @@ class CloudSettings(BaseSettings):
     ingest_queue_size: int = Field(default=512, ge=1, le=65535)
     ingest_retry_max_s: float = Field(default=5.0, gt=0)
     mqtt_keepalive_s: int = Field(default=30, ge=5)
+    # Commands: per-device rate limit (429), per-gateway bound on open commands (503); safety
+    # priority bypasses both. An un-acked command is re-published every redelivery period
+    # until it expires. An API-only replica turns the dispatcher off (it still records acks).
+    command_rate_per_min: int = Field(default=10, ge=1)
+    command_queue_max: int = Field(default=20, ge=1)
+    command_redelivery_s: float = Field(default=10.0, gt=0)
+    command_ttl_default_s: int = Field(default=60, ge=1, le=86_400)
+    # On PostgreSQL claimed outbox rows stay locked while the dispatcher waits for PUBACKs,
+    # and an ack for one of them waits on that lock: the wait used is capped at half of
+    # db_statement_timeout_s (see ``effective_puback_timeout_s``).
+    command_puback_timeout_s: float = Field(default=2.0, gt=0)
+    dispatcher_enabled: bool = True
 
     @field_validator("mqtt_url")
     @classmethod
@@ -65,6 +77,10 @@ class CloudSettings(BaseSettings):
         if value is not None and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be sqlite:///path or postgresql+psycopg://user@host/db")
         return value
+
+    @property
+    def effective_puback_timeout_s(self) -> float:
+        return min(self.command_puback_timeout_s, self.db_statement_timeout_s / 2)
 
     @property
     def effective_db_url(self) -> str:

@@ -41,3 +41,55 @@ dead_letters = sa.Table(
 )
 
 READING_COLUMNS = ("gateway_id", "seq", "meter_id", "channel", "value", "unit", "ts", "quality")
+
+# -- commands (revision 0002) ----------------------------------------------------------------
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("gateway_id", sa.String(128), sa.ForeignKey("gateways.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("capabilities", sa.Text, nullable=False),  # JSON list of action names
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+)
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("command_id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("gateway_id", sa.String(128), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),  # JSON object
+    sa.Column("priority", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("sent_at", sa.BigInteger, nullable=True),
+    sa.Column("delivered_at", sa.BigInteger, nullable=True),
+    sa.Column("completed_at", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("result", sa.Text, nullable=True),  # JSON object from the gateway's ack
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.UniqueConstraint("device_id", "idempotency_key", name="uq_commands_device_key"),
+)
+
+# One row per open command; it stays (re-published every redelivery timeout) until the
+# command reaches a final status, so a PUBACK without a gateway ack never ends delivery.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("command_id", sa.String(64), sa.ForeignKey("commands.command_id"),
+              nullable=False, unique=True),
+    sa.Column("gateway_id", sa.String(128), nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),  # 0 safety, 1 normal
+    sa.Column("available_at", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("published_at", sa.BigInteger, nullable=True),
+)
