@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_buffer, bench_drain, bench_ingest
+from bench import bench_buffer, bench_commands, bench_drain, bench_ingest
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -30,7 +30,7 @@ def _row(name: str, measured: float, raw_name: str, raw: float, target: str) -> 
 
 
 def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, Any],
-           seconds: float) -> str:
+           commands: dict[str, Any], seconds: float) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark results",
@@ -64,6 +64,18 @@ def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, An
                       "sqlite3 executemany 1,000/txn", drain["raw_sqlite_executemany_1000"], "-"))
     lines += [
         "",
+        "| command round trip (POST -> executed visible via GET), "
+        f"{commands['sqlite']['commands']:,} commands | p50 | p95 | p99 | max | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (("sqlite", "SQLite, Mosquitto with set_tcp_nodelay (shipped config)"),
+                       ("postgres", "PostgreSQL, Mosquitto with set_tcp_nodelay"),
+                       ("sqlite_stock_mosquitto", "SQLite, stock Mosquitto (Nagle on)")):
+        c = commands[key]
+        lines.append(f"| {label} | {c['p50_ms']} ms | {c['p95_ms']} ms | {c['p99_ms']} ms "
+                     f"| {c['max_ms']} ms | p95 <= 50 ms |")
+    lines += [
+        "",
         f"Drain: {drain['postgres']['stored']:,} stored in {drain['postgres']['seconds']} s "
         f"(PostgreSQL), {drain['sqlite']['stored']:,} in {drain['sqlite']['seconds']} s (SQLite); "
         f"raw MQTT moved {drain['raw_mqtt_qos1']['messages']} batches of the same bytes at "
@@ -74,7 +86,8 @@ def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, An
         "## Raw output",
         "",
         "```json",
-        json.dumps({"buffer": buffer, "ingest": ingest, "drain": drain}, indent=1),
+        json.dumps({"buffer": buffer, "ingest": ingest, "drain": drain, "commands": commands},
+                   indent=1),
         "```",
         "",
     ]
@@ -92,7 +105,9 @@ def main() -> None:
     ingest = bench_ingest.run()
     print(f"drain of {args.drain_readings:,} readings ...", flush=True)
     drain = bench_drain.run(args.drain_readings)
-    RESULTS.write_text(render(buffer, ingest, drain, time.monotonic() - started))
+    print("command round trips ...", flush=True)
+    commands = bench_commands.run()
+    RESULTS.write_text(render(buffer, ingest, drain, commands, time.monotonic() - started))
     print(RESULTS.read_text())
 
 

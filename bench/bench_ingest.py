@@ -139,9 +139,9 @@ def raw_pg_copy(url: str, total: int, per_txn: int = 1000) -> float:
 
 
 @contextmanager
-def private_broker() -> Iterator[Mosquitto]:
+def private_broker(extra: str = "") -> Iterator[Mosquitto]:
     with tempfile.TemporaryDirectory() as tmp:
-        broker = Mosquitto(Path(tmp), "max_queued_messages 100000")
+        broker = Mosquitto(Path(tmp), "max_queued_messages 100000\n" + extra)
         broker.start()
         try:
             yield broker

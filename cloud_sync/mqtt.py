@@ -81,6 +81,9 @@ class PahoIngestBus:
         # Reconnect fast: a resumed session is how refused messages come back.
         self._client.reconnect_delay_set(1, 10)
         self._client.on_connect = self._on_connect
+        # paho leaves Nagle on: a PUBACK followed by a small publish then waits for the
+        # broker's delayed ACK, ~40 ms per hop. Commands are latency-bound, so send at once.
+        self._client.on_socket_open = _no_delay
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -183,3 +186,8 @@ class PahoIngestBus:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,9 @@ class PahoUplink:
             self._client.username_pw_set(self._address.username, self._address.password)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
+        # paho leaves Nagle on: a PUBACK followed by a small publish then waits for the
+        # broker's delayed ACK, ~40 ms per hop. Commands are latency-bound, so send at once.
+        self._client.on_socket_open = _no_delay
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -324,3 +328,7 @@ class FakeUplink:
     async def receive(self) -> Message:
         return await self._inbound.get()
 
+
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

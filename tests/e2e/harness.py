@@ -71,7 +71,8 @@ class Stack:
     """Simulator + cloud (SQLite) + agent against a given broker, in ``workdir``."""
 
     def __init__(self, workdir: Path, broker_url: str, gateway: str = "gw-e2e",
-                 interval_s: float = 0.5, ack_timeout_s: float = 3.0) -> None:
+                 interval_s: float = 0.5, ack_timeout_s: float = 3.0,
+                 extra_config: str = "") -> None:
         self.workdir, self.gateway = workdir, gateway
         logdir = workdir / "logs"
         logdir.mkdir(parents=True)
@@ -82,7 +83,7 @@ class Stack:
                               HOMEWATT_DATA_DIR=str(workdir / "cloud"))
         self.agent_dir = workdir / "agent"
         config = workdir / "agent.toml"
-        config.write_text(self._agent_config(broker_url, interval_s, ack_timeout_s))
+        config.write_text(self._agent_config(broker_url, interval_s, ack_timeout_s) + extra_config)
         self.sim = Proc("simulator", [str(BIN / "homewatt-sim"), "meters", "--port",
                                       str(self.sim_port), "--control-port",
                                       str(self.control_port), "--seed", "7"], base_env, logdir)
@@ -107,9 +108,15 @@ class Stack:
                      f"unit = {unit}\ninterval_s = {interval_s}\n")
         return text
 
-    def start(self) -> None:
-        subprocess.run([str(BIN / "homewatt-cloud"), "admin", "add-gateway", self.gateway],
-                       env=self.cloud_env, check=True, capture_output=True)
+    def admin(self, *args: str) -> None:
+        subprocess.run([str(BIN / "homewatt-cloud"), "admin", *args], env=self.cloud_env,
+                       check=True, capture_output=True)
+
+    def start(self, devices: dict[str, str] | None = None) -> None:
+        """Register the gateway (and ``devices``: id -> capabilities), then start everything."""
+        self.admin("add-gateway", self.gateway)
+        for device_id, capabilities in (devices or {}).items():
+            self.admin("add-device", self.gateway, device_id, "--capabilities", capabilities)
         self.sim.start()
         wait_port(self.sim_port)
         self.cloud.start()
