@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 # APScheduler 3.x ships no type information.
-from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN  # type: ignore[import-untyped]
-from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
-from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from edge_agent.backoff import Backoff, DeviceState
 from edge_agent.config import AgentConfig
