@@ -16,11 +16,11 @@ from simulator.meters import (
     SimulatedMeter,
 )
 from simulator.profiles import HomeConfig, HomeProfile, PowerSample
-from simulator.server import (
+from simulator.server import MeterSimulator
+from simulator.unit_faults import (
     Fault,
     FaultKind,
     InvalidFault,
-    MeterSimulator,
     SimulatorError,
     UnknownUnit,
     parse_fault,

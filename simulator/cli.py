@@ -17,7 +17,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from simulator.server import MeterSimulator, SimulatorError
+from simulator.server import MeterSimulator
+from simulator.unit_faults import SimulatorError
 
 _UNITS_HELP = ("units: 1 SDM630 at the grid connection (+ import / - export), 2 SDM120 heat "
                "pump, 3 SDM120 water heater, 126 SunSpec inverter (models 1+103 at 40000), "

@@ -24,7 +24,7 @@ import logging
 import re
 from typing import Any, Protocol
 
-from simulator.server import Fault, SimulatorError, UnknownUnit
+from simulator.unit_faults import Fault, SimulatorError, UnknownUnit
 
 log = logging.getLogger(__name__)
 

@@ -24,23 +24,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, TypeAlias
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.errors import ProtocolError
 from protocols.modbus import RegisterKind
 from simulator.controllers import IllegalAddress, IllegalValue, WriteLog
 from simulator.meters import MeterBank, SimulatedMeter, Values
+from simulator.modbus_server import SimulatorTcpServer, register_blocks
 from simulator.profiles import HomeConfig
+from simulator.unit_faults import (
+    Fault,
+    FaultKind,
+    InvalidFault,
+    SimulatorError,
+    UnknownUnit,
+    parse_fault,
+)
 
 if TYPE_CHECKING:
     from simulator.control import ControlServer
@@ -53,112 +57,6 @@ _Action: TypeAlias = Callable[
 ]
 
 _MBAP_UNIT_BYTE = 6  # Modbus TCP header: tid(2) pid(2) len(2) unit(1)
-
-
-class SimulatorError(Exception):
-    """Root of the simulator's errors."""
-
-
-class UnknownUnit(SimulatorError):
-    def __init__(self, unit: int) -> None:
-        super().__init__(f"unit {unit} is not simulated")
-        self.unit = unit
-
-
-class InvalidFault(SimulatorError):
-    """A fault request the simulator cannot honour; the message names the fix."""
-
-
-class FaultKind(StrEnum):
-    SILENT = "silent"
-    SLOW = "slow"
-    EXCEPTION = "exception"
-    COUNTER_RESET = "counter_reset"
-
-
-_PARAMS: dict[FaultKind, frozenset[str]] = {
-    FaultKind.SILENT: frozenset(),
-    FaultKind.SLOW: frozenset({"delay_s"}),
-    FaultKind.EXCEPTION: frozenset({"code"}),
-    FaultKind.COUNTER_RESET: frozenset({"step_back_wh"}),
-}
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A standing fault of one unit (``counter_reset`` is applied at once, never stored)."""
-
-    kind: FaultKind
-    delay_s: float = 0.0
-    code: int = ExcCodes.DEVICE_FAILURE
-
-    def describe(self) -> dict[str, float | str]:
-        if self.kind is FaultKind.SLOW:
-            return {"kind": self.kind.value, "delay_s": self.delay_s}
-        if self.kind is FaultKind.EXCEPTION:
-            return {"kind": self.kind.value, "code": self.code}
-        return {"kind": self.kind.value}
-
-
-def parse_fault(kind: str, params: Mapping[str, float]) -> Fault:
-    """Validate a fault request. Raises :class:`InvalidFault` naming the bad field."""
-    try:
-        fault_kind = FaultKind(kind)
-    except ValueError:
-        allowed = ", ".join(k.value for k in FaultKind)
-        raise InvalidFault(f"kind: {kind!r} is not one of {allowed}") from None
-    unknown = set(params) - _PARAMS[fault_kind]
-    if unknown:
-        raise InvalidFault(f"{sorted(unknown)[0]}: not a parameter of fault {kind!r}")
-    if fault_kind is FaultKind.SLOW:
-        delay = params.get("delay_s")
-        if delay is None or not 0.0 < delay <= 3600.0:
-            raise InvalidFault("delay_s: a slow fault needs 0 < delay_s <= 3600 (seconds)")
-        return Fault(fault_kind, delay_s=float(delay))
-    if fault_kind is FaultKind.EXCEPTION:
-        code = params.get("code", ExcCodes.DEVICE_FAILURE)
-        if code != int(code) or int(code) not in set(ExcCodes):
-            valid = ", ".join(str(int(c)) for c in ExcCodes)
-            raise InvalidFault(f"code: {code!r} is not a Modbus exception code ({valid})")
-        return Fault(fault_kind, code=int(code))
-    if fault_kind is FaultKind.COUNTER_RESET and params.get("step_back_wh", 0.0) < 0:
-        raise InvalidFault("step_back_wh: must be >= 0 (omit it to reset counters to 0)")
-    return Fault(fault_kind)
-
-
-class _RequestHandler(ServerRequestHandler):
-    """pymodbus 3.16's handler, but each answer keeps the transaction id of *its* request.
-
-    The stock handler reads ``self.last_pdu`` again after awaiting the datastore, so a slow
-    answer that arrives after the client gave up goes out with the id of the client's *next*
-    request, which the client then takes as the answer to that one (wrong unit, wrong values).
-    A real slow device answers late with its own id, and the client drops it.
-    """
-
-    def handle_later(self) -> None:
-        request, addr = self.last_pdu, self.last_addr
-        if request is not None:
-            asyncio.run_coroutine_threadsafe(self._answer(request, addr), self.loop)
-
-    async def _answer(self, request: ModbusPDU, addr: tuple[str, int] | None) -> None:
-        try:
-            response = await request.datastore_update(self.server.context, request.dev_id)
-        except NoSuchIdException:
-            return  # no answer at all: the client times out
-        except Exception:  # one bad request answers "device failure", the server keeps serving
-            log.exception("unit %d: request failed", request.dev_id)
-            response = ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
-        if not self.transport:
-            return  # the client hung up while the answer was being delayed
-        response.transaction_id = request.transaction_id
-        response.dev_id = request.dev_id
-        self.server_send(response, addr)  # type: ignore[no-untyped-call]
-
-
-class _ModbusServer(ModbusTcpServer):
-    def callback_new_connection(self) -> _RequestHandler:
-        return _RequestHandler(  # type: ignore[no-untyped-call]
-            self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class MeterSimulator:
@@ -181,7 +79,7 @@ class MeterSimulator:
         self._running = asyncio.Event()
         self._running.set()
         self._stopping = asyncio.Event()
-        self._server: _ModbusServer | None = None
+        self._server: SimulatorTcpServer | None = None
         self._clock: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
         self.port: int | None = None
@@ -270,7 +168,7 @@ class MeterSimulator:
         if self._server is not None:
             raise SimulatorError("already started")
         self._stopping.clear()
-        server = _ModbusServer(self._devices(), address=(host, port),
+        server = SimulatorTcpServer(self._devices(), address=(host, port),
                                  trace_packet=self._drop_silent)
         try:
             await server.serve_forever(background=True)
@@ -321,13 +219,13 @@ class MeterSimulator:
     # --- pymodbus hooks -------------------------------------------------------------------
 
     def _devices(self) -> list[SimDevice]:
-        devices = [SimDevice(0, simdata=_blocks(RegisterKind.INPUT, 0, 1))]  # unknown ids
+        devices = [SimDevice(0, simdata=register_blocks(RegisterKind.INPUT, 0, 1))]  # unknown ids
         for unit, meter in self.bank.meters.items():
             first = min(meter.image)
             size = max(meter.image) + 1 - first
             size += -size % 16  # a little slack past the last point, as real devices have
-            devices.append(SimDevice(unit, simdata=_blocks(meter.layout.register_kind, first,
-                                                           size), action=self._action(meter)))
+            blocks = register_blocks(meter.layout.register_kind, first, size)
+            devices.append(SimDevice(unit, simdata=blocks, action=self._action(meter)))
         for unit, spec in self.bank.controllers.specs.items():
             holding = [SimData(0, count=len(spec.registers), values=0,
                                datatype=DataType.REGISTERS)]
@@ -406,12 +304,3 @@ class MeterSimulator:
         return packet
 
 
-def _blocks(kind: RegisterKind, first: int, size: int) -> tuple[
-        list[SimData], list[SimData], list[SimData], list[SimData]]:
-    """pymodbus blocks (coils, discrete inputs, holding, input): one readable register range
-    of ``kind``, the other register kind invalid (reads answer "illegal address")."""
-    served = [SimData(first, count=size, values=0, datatype=DataType.REGISTERS, readonly=True)]
-    invalid = [SimData(0, datatype=DataType.INVALID)]
-    bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS, readonly=True)]
-    holding, inputs = (served, invalid) if kind is RegisterKind.HOLDING else (invalid, served)
-    return (bits, list(bits), holding, inputs)

@@ -22,7 +22,7 @@ from simulator.profiles import (
     heat_pump_power_factor,
     local_hour,
 )
-from simulator.server import FaultKind, InvalidFault, parse_fault
+from simulator.unit_faults import FaultKind, InvalidFault, parse_fault
 
 HOUR_MS = 3_600_000
 # 2025-11-24 00:00 local (UTC+1 in HomeConfig's default)
