@@ -20,6 +20,7 @@ from typing import Protocol
 from cloud_sync.db.commands_store import AckVerdict
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus
+from cloud_sync.tracing import span
 from protocols import decode, topics
 from protocols.commands import CommandAck
 from protocols.errors import InvalidMessage
@@ -76,6 +77,9 @@ class CommandAckWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = AckStats()
+        # Called after an ack is recorded (not for repeats), e.g. to time commands; must not
+        # raise.
+        self.on_recorded: Callable[[CommandAck, int], None] | None = None
 
     def offer(self, message: InboundMessage) -> bool:
         """Queue without blocking; ``False`` when full (left un-acked: the broker resends)."""
@@ -133,9 +137,15 @@ class CommandAckWorker:
         parsed = parse_ack(message.topic, message.payload)
         if isinstance(parsed, tuple):
             gateway_id, ack = parsed
-            verdict = self._store.record_ack(gateway_id, ack, now)
+            # The status update continues the trace the gateway's ack carries back.
+            with span("command.status_update", traceparent=ack.traceparent,
+                      attributes={"command.id": ack.command_id,
+                                  "command.outcome": ack.outcome.value}):
+                verdict = self._store.record_ack(gateway_id, ack, now)
             if verdict is AckVerdict.RECORDED:
                 self.stats.recorded += 1
+                if self.on_recorded is not None:
+                    self.on_recorded(ack, now)
             elif verdict is AckVerdict.DUPLICATE:
                 self.stats.duplicates += 1
             else:

@@ -27,13 +27,16 @@ from cloud_sync.command_rules import (
 from cloud_sync.db.commands_store import CommandLimits, CommandRefused
 from cloud_sync.errors import NotFound
 from cloud_sync.ports import Device, StoredCommand
+from cloud_sync.tracing import current_traceparent, span
+from protocols.trace import trace_id_of
 
 
 class CommandStore(Protocol):
     def device(self, device_id: str) -> Device | None: ...
 
     def create_command(self, device: Device, idempotency_key: str, request: CommandRequest,
-                       now_ms: int, limits: CommandLimits) -> tuple[StoredCommand, bool]: ...
+                       now_ms: int, limits: CommandLimits, *, traceparent: str | None = None,
+                       ) -> tuple[StoredCommand, bool]: ...
 
     def command(self, device_id: str, command_id: str) -> StoredCommand | None: ...
 
@@ -49,8 +52,10 @@ class CommandApiContext:
 
 
 def command_json(command: StoredCommand) -> dict[str, Any]:
+    """The status body; ``trace_id`` (32 hex) names the command's trace, ``None`` untraced."""
     out = asdict(command)
     del out["request_hash"]
+    out["trace_id"] = trace_id_of(out.pop("traceparent"))
     return out
 
 
@@ -66,19 +71,12 @@ def register_commands(app: FastAPI, ctx: CommandApiContext) -> None:
         device_id: str,
         body: Annotated[Any, Body()] = None,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        traceparent: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        key = check_idempotency_key(idempotency_key)
-        request = parse_request(body, ctx.default_ttl_s)
-        device = ctx.store.device(device_id)
-        if device is None:
-            raise NotFound(f"device {device_id!r} is not registered")
-        check_capabilities(request, device_id, device.capabilities)
-        command, created = ctx.store.create_command(device, key, request, ctx.now_ms(),
-                                                     ctx.limits)
-        if created:
-            ctx.wake_dispatcher()
-        return JSONResponse(command_json(command), status_code=201 if created else 200,
-                            headers={"Location": _location(command)})
+        # One span per request, continuing the caller's W3C traceparent header if it sent one.
+        with span("POST /api/v1/devices/{device_id}/commands", traceparent=traceparent,
+                  attributes={"http.request.method": "POST", "device.id": device_id}):
+            return _create(ctx, device_id, body, idempotency_key)
 
     @app.get("/api/v1/commands/stats")
     def command_stats() -> dict[str, int]:
@@ -91,6 +89,22 @@ def register_commands(app: FastAPI, ctx: CommandApiContext) -> None:
         if command is None:
             raise NotFound(f"command {command_id!r} of device {device_id!r} does not exist")
         return command_json(command)
+
+
+def _create(ctx: CommandApiContext, device_id: str, body: Any,
+            idempotency_key: str | None) -> JSONResponse:
+    key = check_idempotency_key(idempotency_key)
+    request = parse_request(body, ctx.default_ttl_s)
+    device = ctx.store.device(device_id)
+    if device is None:
+        raise NotFound(f"device {device_id!r} is not registered")
+    check_capabilities(request, device_id, device.capabilities)
+    command, created = ctx.store.create_command(device, key, request, ctx.now_ms(),
+                                                 ctx.limits, traceparent=current_traceparent())
+    if created:
+        ctx.wake_dispatcher()
+    return JSONResponse(command_json(command), status_code=201 if created else 200,
+                        headers={"Location": _location(command)})
 
 
 def _register_errors(app: FastAPI) -> None:

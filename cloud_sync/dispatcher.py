@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import CommandBus, OutboxStore, PublishHandle, StoredCommand
+from cloud_sync.tracing import current_traceparent, span
 from protocols import encode, topics
 from protocols.commands import Action, Command, Priority
 
@@ -43,12 +44,14 @@ class DispatchStats:
         return asdict(self)
 
 
-def command_message(command: StoredCommand) -> Command:
-    """The wire message for a stored command (identical bytes on every re-publish)."""
+def command_message(command: StoredCommand, traceparent: str | None = None) -> Command:
+    """The wire message for a stored command; ``traceparent`` (the publish span's, else the
+    stored one) lets the gateway continue the command's trace."""
     return Command(command_id=command.command_id, gateway_id=command.gateway_id,
                    device_id=command.device_id, action=Action(command.action),
                    params=command.params, priority=Priority(command.priority),
-                   issued_at=command.created_at, expires_at=command.expires_at)
+                   issued_at=command.created_at, expires_at=command.expires_at,
+                   traceparent=traceparent or command.traceparent)
 
 
 class CommandDispatcher:
@@ -138,8 +141,12 @@ class CommandDispatcher:
         handles: list[tuple[StoredCommand, PublishHandle]] = []
         for command in claimed:
             try:
-                handle = self._bus.publish_tracked(topics.commands(command.gateway_id),
-                                                   encode(command_message(command)))
+                with span("command.publish", traceparent=command.traceparent,
+                          attributes={"command.id": command.command_id,
+                                      "command.attempt": command.attempts + 1}):
+                    payload = encode(command_message(command, current_traceparent()))
+                    handle = self._bus.publish_tracked(topics.commands(command.gateway_id),
+                                                       payload)
             except BrokerUnavailable as exc:
                 log.warning("publishing commands stopped: %s", exc)
                 break

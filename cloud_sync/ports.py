@@ -169,6 +169,7 @@ class StoredCommand:
     result: dict[str, float | int | bool | str] | None
     attempts: int
     request_hash: str
+    traceparent: str | None = None  # W3C trace context of the creating request, if traced
 
 
 class PublishHandle(Protocol):

@@ -6,6 +6,7 @@ Built by :func:`cloud_sync.bootstrap.load_settings`; nothing reads the environme
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -41,6 +42,10 @@ class CloudSettings(BaseSettings):
     broker_breaker_fail_max: int = Field(default=5, ge=1)
     broker_breaker_reset_s: float = Field(default=5.0, gt=0)
     readyz_db_timeout_s: float = Field(default=1.0, gt=0)
+    # /livez fails once /readyz has failed continuously this long (a wedged process restarts);
+    # more unreplayed dead letters than this make /readyz report "degraded" (still 200).
+    liveness_window_s: float = Field(default=120.0, gt=0)
+    dead_letter_backlog_max: int = Field(default=1000, ge=0)
     # Ingestion grouping: one DB transaction holds up to this many readings or waits this long.
     ingest_max_readings: int = Field(default=5000, ge=1)
     ingest_max_wait_ms: int = Field(default=50, ge=0)
@@ -62,6 +67,12 @@ class CloudSettings(BaseSettings):
     # db_statement_timeout_s (see ``effective_puback_timeout_s``).
     command_puback_timeout_s: float = Field(default=2.0, gt=0)
     dispatcher_enabled: bool = True
+    # Observability: spans go to no exporter (the no-op API tracer), stderr, or OTLP/HTTP at
+    # tracing_otlp_endpoint (unset: the SDK's OTEL_EXPORTER_OTLP_* defaults). `serve` logs JSON
+    # lines (with trace ids) unless log_format is "text".
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    tracing_otlp_endpoint: str | None = None
+    log_format: Literal["json", "text"] = "json"
 
     @field_validator("mqtt_url")
     @classmethod

@@ -18,7 +18,9 @@ from pathlib import Path
 from edge_agent.clock import SystemClock
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError
+from edge_agent.logs import configure_logging
 from edge_agent.ports import ModbusBus
+from edge_agent.tracing import configure_tracing, shutdown_tracing
 from protocols.models import Quality, Reading
 
 log = logging.getLogger(__name__)
@@ -67,26 +69,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "read":
         return asyncio.run(read_command(config))
-    return run_command(config)
+    return run_command(config, verbose=args.verbose)
 
 
 def _setup_logging(verbose: bool, command: str) -> None:
     # `read` prints a table: only warnings would disturb it. `run` logs its progress.
-    level = logging.DEBUG if verbose else (logging.WARNING if command == "read" else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `run` installs its own (JSON, redacting) handler once the config names the format.
+    if command == "read":
+        level = logging.DEBUG if verbose else logging.WARNING
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:
         # pymodbus logs every timeout as an error; our own BusError says the same once.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
-def run_command(config: AgentConfig) -> int:
+def run_command(config: AgentConfig, *, verbose: bool = False) -> int:
     try:
         runtime = importlib.import_module("edge_agent.runtime")
     except ImportError as exc:
         print(f"error: the agent runtime (edge_agent.runtime) cannot be loaded: {exc}",
               file=sys.stderr)
         return EXIT_FAILED
-    result = runtime.run(config)
+    # The service logs in the configured format (JSON by default) and traces if configured.
+    if not logging.getLogger().handlers:  # like basicConfig: a host's own set-up wins
+        configure_logging(logging.DEBUG if verbose else logging.INFO, config.log_format)
+    configure_tracing(config.tracing_exporter, endpoint=config.tracing_otlp_endpoint)
+    try:
+        result = runtime.run(config)
+    finally:
+        shutdown_tracing()
     return int(result)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from edge_agent.executor import CommandCounters, CommandExecutor
 from edge_agent.ports import Clock, Message
 from edge_agent.telemetry_drain import LimitedPublisher
+from edge_agent.tracing import current_traceparent, span
 from protocols import topics
 from protocols.commands import Command, CommandAck, Priority
 from protocols.errors import InvalidMessage
@@ -105,8 +106,20 @@ class CommandService:
         """The worker: one command at a time, forever (supervised by the agent)."""
         while True:
             _, _, command = await self._queue.get()
+            await self._handle(command)
+
+    async def _handle(self, command: Command) -> None:
+        """Execute and ack ``command`` inside a span continuing its ``traceparent``; the ack
+        carries the ack span's traceparent back so the cloud's status update joins the trace."""
+        with span("command.receive", traceparent=command.traceparent,
+                  attributes={"command.id": command.command_id,
+                              "command.action": command.action.value}):
             ack = await self.executor.handle(command, self._clock.now_ms())
-            await self._publish(ack)
+            with span("command.ack", attributes={"command.outcome": ack.outcome.value}):
+                traceparent = current_traceparent()
+                if traceparent is not None:
+                    ack = ack.model_copy(update={"traceparent": traceparent})
+                await self._publish(ack)
 
     async def _publish(self, ack: CommandAck) -> None:
         await self._publisher.publish(Message(self.ack_topic, encode(ack)))

@@ -157,12 +157,22 @@ class AgentConfig(BaseSettings):
     gateway_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_-]{1,128}$")]
     data_dir: Path = Path("/var/lib/homewatt")
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # Local /livez, /readyz and /metrics (0 = off; gateways set e.g. 9100). /livez fails once
+    # /readyz has failed continuously for longer than liveness_window_s.
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    health_host: str = "127.0.0.1"
+    liveness_window_s: Annotated[float, Field(gt=0)] = 120.0
     mqtt: MqttSettings = MqttSettings()
     buffer: BufferSettings = BufferSettings()
     buses: list[BusSettings] = Field(default_factory=list)
     meters: list[MeterSettings] = Field(default_factory=list)
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
+    # Observability: spans to no exporter (no-op), stderr, or OTLP/HTTP at tracing_otlp_endpoint;
+    # `run` logs JSON lines unless log_format is "text".
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    tracing_otlp_endpoint: str | None = None
+    log_format: Literal["json", "text"] = "json"
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:

@@ -31,6 +31,7 @@ from edge_agent.dedup import CommandDedupWindow, CommandRecord, DecisionKind
 from edge_agent.errors import BusError, EdgeAgentError
 from edge_agent.interlocks import Interlock, SwitchEvent
 from edge_agent.ports import Actuator, ActuatorResult
+from edge_agent.tracing import span
 from protocols.commands import Command, CommandAck, Outcome
 
 __all__ = ["CommandCounters", "CommandExecutor"]
@@ -167,7 +168,8 @@ class CommandExecutor:
             return await self._repeat(decision.kind, decision.record, now_ms)
         actuator = self.actuators[command.device_id]
         interlock = self.interlocks[command.device_id]
-        verdict = await self._actuate(actuator, interlock, command, now_ms)
+        with span("command.actuate", attributes={"device.id": command.device_id}):
+            verdict = await self._actuate(actuator, interlock, command, now_ms)
         switch = None if verdict.switch is None else (command.device_id, verdict.switch)
         await asyncio.to_thread(self.window.finish, command.command_id, verdict.outcome,
                                 reason=verdict.reason, result=verdict.result, now_ms=now_ms,

@@ -30,6 +30,7 @@ from edge_agent.backoff import OFFLINE_AFTER_FAILURES
 from edge_agent.config import AgentConfig, MeterSettings
 from edge_agent.counter_guard import CounterGuard
 from edge_agent.errors import BusError, EdgeAgentError
+from edge_agent.logs import LogSampler
 from edge_agent.modbus_bus import ILLEGAL_DATA_ADDRESS
 from edge_agent.ports import Clock, ModbusBus
 from protocols.errors import InvalidMessage
@@ -39,6 +40,8 @@ from protocols.modbus.registers import ChannelKind, RegisterKind, RegisterMap
 from protocols.models import Quality, Reading, Unit
 
 log = logging.getLogger(__name__)
+# A counter stuck implausible is flagged on every poll: log it once, then 1 in 100 per channel.
+_SUSPECT_LOG = LogSampler(one_in=100)
 
 DEVICE_CHANNEL = "device"  # error channel of a device whose channels are not known yet
 _MAX_SUNSPEC_MODELS = 64  # a chain longer than this is a broken device, not a real one
@@ -215,11 +218,16 @@ class MeterReader:
             if kind is ChannelKind.COUNTER:
                 quality = self._guard.check((self.meter_id, channel), value, now)
                 if quality is Quality.SUSPECT:
-                    log.warning("meter %s: counter %s=%s is implausible, flagged suspect",
-                                self.meter_id, channel, value)
+                    self._log_suspect(channel, value)
             readings.append(Reading(meter_id=self.meter_id, channel=channel, value=value,
                                     unit=unit, ts=ts, quality=quality))
         return readings
+
+    def _log_suspect(self, channel: str, value: float) -> None:
+        log_it, skipped = _SUSPECT_LOG.should_log(f"{self.meter_id}/{channel}")
+        if log_it:
+            log.warning("meter %s: counter %s=%s is implausible, flagged suspect "
+                        "(%d similar not logged)", self.meter_id, channel, value, skipped)
 
     def _failed(self, exc: Exception) -> list[Reading]:
         self._failures += 1

@@ -104,3 +104,4 @@ class CommandAck(WireModel):
     reason: Annotated[str, Field(max_length=500)] | None = None
     result: dict[str, ParamValue] = Field(default_factory=dict)  # e.g. {"state": "on"}
     ts: EpochMs  # when the outcome was decided on the gateway
+    traceparent: str | None = None  # W3C trace context of the gateway's ack span

@@ -98,6 +98,8 @@ class TelemetryBatch(WireModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     gateway_id: GatewayId
     readings: Annotated[list[Reading], Field(min_length=1, max_length=10_000)]
+    # W3C trace context on a sampled batch; the cloud's ingestion span continues it.
+    traceparent: str | None = None
 
     @field_validator("readings")
     @classmethod

@@ -139,8 +139,12 @@ class SqlCommandStore:
     # -- commands --------------------------------------------------------------------------
 
     def create_command(self, device: Device, idempotency_key: str, request: CommandRequest,
-                       now_ms: int, limits: CommandLimits) -> tuple[StoredCommand, bool]:
+                       now_ms: int, limits: CommandLimits, *, traceparent: str | None = None,
+                       ) -> tuple[StoredCommand, bool]:
         """Store a command and its outbox row atomically; ``(command, created)``.
+
+        ``traceparent`` (the creating request's span) is stored so the dispatcher, the gateway
+        and the ack continue one trace; a replay keeps the original's.
 
         A replay (same key, same body) returns the original with ``created=False``. Raises
         ``CommandRequestError`` (422) for the same key with a different body, and
@@ -162,7 +166,8 @@ class SqlCommandStore:
                     idempotency_key=idempotency_key, request_hash=digest,
                     action=request.action.value, params=json.dumps(request.params),
                     priority=request.priority.value, status=CommandStatus.PENDING.value,
-                    created_at=now_ms, expires_at=now_ms + request.ttl_s * 1000, attempts=0))
+                    created_at=now_ms, expires_at=now_ms + request.ttl_s * 1000, attempts=0,
+                    traceparent=traceparent))
                 conn.execute(outbox.insert().values(
                     command_id=command_id, gateway_id=device.gateway_id,
                     priority=priority_rank(request.priority), available_at=now_ms, attempts=0))
@@ -288,7 +293,8 @@ def command_from_row(row: sa.Row[Any]) -> StoredCommand:
         sent_at=opt("sent_at"), delivered_at=opt("delivered_at"),
         completed_at=opt("completed_at"), reason=m["reason"],
         result=None if m["result"] is None else json.loads(m["result"]),
-        attempts=int(m["attempts"]), request_hash=m["request_hash"])
+        attempts=int(m["attempts"]), request_hash=m["request_hash"],
+        traceparent=m["traceparent"])
 
 
 __all__ = ["AckVerdict", "CommandLimits", "CommandRefused",

@@ -75,6 +75,7 @@ commands = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("result", sa.Text, nullable=True),  # JSON object from the gateway's ack
     sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("traceparent", sa.String(55), nullable=True),  # revision 0003: W3C trace context
     sa.UniqueConstraint("device_id", "idempotency_key", name="uq_commands_device_key"),
 )
 
