@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from cloud_sync.command_api import CommandApiContext, register_commands
 from cloud_sync.errors import NotFound, ReplayRejected, StorageUnavailable
 from cloud_sync.health import HealthChecks, register_health
+from cloud_sync.metrics import CloudMetrics, mount_metrics
 from cloud_sync.ports import DeadLetter, ReadingsQuery, StoredReading, TelemetryQueries
 from cloud_sync.replay import replay_dead_letter
 
@@ -40,6 +41,7 @@ class ApiContext:
     publish: Callable[[str, bytes], None] | None = None
     stats: Callable[[], dict[str, int]] | None = None
     commands: CommandApiContext | None = None
+    metrics: CloudMetrics | None = None
 
 
 def _encode_cursor(*parts: int) -> str:
@@ -87,6 +89,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _register_dead_letters(app, ctx)
     if ctx.commands is not None:
         register_commands(app, ctx.commands)
+    if ctx.metrics is not None:
+        mount_metrics(app, ctx.metrics)
 
     @app.get("/api/v1/ingestion/stats")
     def ingestion_stats() -> dict[str, int]:

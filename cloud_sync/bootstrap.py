@@ -26,8 +26,16 @@ from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
-from cloud_sync.health import HealthChecks
+from cloud_sync.health import HealthChecks, LivenessWindow
 from cloud_sync.ingestion import IngestionWorker
+from cloud_sync.metrics import (
+    Backlog,
+    CloudMetrics,
+    CloudSources,
+    backlog_checks,
+    command_latency_observer,
+    read_backlog,
+)
 from cloud_sync.mqtt import PahoIngestBus, command_ack_filter, telemetry_filter
 from cloud_sync.ports import InboundMessage
 from cloud_sync.settings import CloudSettings
@@ -144,9 +152,22 @@ def build_service(settings: CloudSettings) -> CloudService:
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
     migrated = threading.Event()
+
+    def backlog() -> Backlog | None:
+        return read_backlog(store.engine, store.breaker) if migrated.is_set() else None
+    metrics = CloudMetrics(CloudSources(
+        ingest_stats=worker.stats.as_dict, dispatch_stats=dispatcher.stats.as_dict,
+        ack_stats=acks.stats.as_dict, breakers=(store.breaker, broker_breaker),
+        engine=store.engine, backlog=backlog, broker_connected=bus.is_connected,
+        ingest_queue_depth=lambda: worker.queue_depth))
+    acks.on_recorded = command_latency_observer(metrics, command_store)
     health = HealthChecks(ping_db=store.ping, broker_connected=bus.is_connected,
                           migrated=migrated.is_set, worker_started=lambda: worker.running,
-                          db_timeout_s=settings.readyz_db_timeout_s)
+                          db_timeout_s=settings.readyz_db_timeout_s,
+                          optional=backlog_checks(backlog, settings.dead_letter_backlog_max,
+                                                  lambda: worker.queue_depth,
+                                                  settings.ingest_queue_size),
+                          liveness=LivenessWindow(settings.liveness_window_s))
     commands = CommandApiContext(
         store=command_store, now_ms=now_ms, default_ttl_s=settings.command_ttl_default_s,
         limits=CommandLimits(settings.command_rate_per_min, settings.command_queue_max),
@@ -154,6 +175,7 @@ def build_service(settings: CloudSettings) -> CloudService:
         stats=lambda: {**dispatcher.stats.as_dict(),
                        **{f"acks_{k}": v for k, v in acks.stats.as_dict().items()}})
     app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, publish=bus.publish,
-                                stats=worker.stats.as_dict, commands=commands))
+                                stats=worker.stats.as_dict, commands=commands,
+                                metrics=metrics))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
                         migrated)

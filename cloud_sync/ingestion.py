@@ -122,6 +122,11 @@ class IngestionWorker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def queue_depth(self) -> int:
+        """Received messages not yet stored (for metrics)."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         if self.running:
             return

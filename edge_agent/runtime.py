@@ -27,6 +27,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from edge_agent.backoff import Backoff
@@ -36,6 +37,8 @@ from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
+from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
+from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.ports import (
     Actuator,
     Clock,
@@ -51,7 +54,7 @@ from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.errors import InvalidMessage
-from protocols.models import Reading, TelemetryAck, decode, encode
+from protocols.models import MeterHealth, Reading, TelemetryAck, decode, encode
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
@@ -131,6 +134,13 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.invalid_acks = 0
         self.storage_errors = 0
+        self.metrics = AgentMetrics(config.gateway_id, AgentSources(
+            buffer_stats=self.buffer.stats, uplink_connected=lambda: self.uplink.is_connected,
+            command_counters=lambda: asdict(self.commands.stats()) if self.commands else None,
+            error_counters=lambda: {"storage_errors": self.storage_errors,
+                                    "invalid_acks": self.invalid_acks},
+            meter_health=self._meter_health, now_ms=self.clock.now_ms))
+        self.health_server: AgentHealthServer | None = None
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -149,9 +159,33 @@ class Agent:
         for name, work in (("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
                            ("status", self._status_loop), ("commands", self.commands.run)):
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
+        if self.config.health_port:
+            await self._start_health_server()
+
+    def _meter_health(self) -> dict[str, MeterHealth]:
+        return self._poller.health() if self._poller is not None else {}
+
+    async def _start_health_server(self) -> None:
+        """Serve /livez, /readyz, /metrics; a taken port is logged, never fatal."""
+        async def probe() -> Probe:
+            return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
+                                     self._meter_health())
+        server = AgentHealthServer(probe, self.metrics.render, host=self.config.health_host,
+                                   port=self.config.health_port,
+                                   liveness=LivenessWindow(self.config.liveness_window_s))
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("health port %s:%d unavailable: %s", self.config.health_host,
+                      self.config.health_port, exc)
+            return
+        self.health_server = server
 
     async def stop(self) -> None:
         """Stop polling, publish the retained offline status, disconnect, close the buffer."""
+        if self.health_server is not None:
+            await self.health_server.stop()
+            self.health_server = None
         if self._poller is not None:
             await self._poller.stop()
             self._poller = None
@@ -262,7 +296,7 @@ class Agent:
             s0_inputs[meter.id] = pulse
             self._s0_closers.append(pulse.close)
         return build_poller(self.config, buses, on_readings, self.clock,
-                            s0_inputs=s0_inputs)
+                            s0_inputs=s0_inputs, read_observer=self.metrics.observe_read)
 
 
 def _sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:

@@ -35,6 +35,10 @@ from protocols.models import MeterHealth, Reading
 
 log = logging.getLogger(__name__)
 
+# (meter id, read duration in seconds, succeeded)
+ReadObserver = Callable[[str, float, bool], None]
+
+
 class SyncReadable(Protocol):
     """A meter whose ``read`` is a quick in-memory call (an S0 pulse counter)."""
 
@@ -78,8 +82,11 @@ class MeterPoller:
         *,
         backoff_max_s: float = 60.0,
         random: Callable[[], float] = _random.random,
+        read_observer: ReadObserver | None = None,
     ) -> None:
-        """``meters`` pairs each source with its poll interval in seconds."""
+        """``meters`` pairs each source with its poll interval in seconds; ``read_observer``
+        is told every poll that reached a device (metrics)."""
+        self._observe = read_observer
         self._meters: dict[str, _Polled] = {}
         for source, interval_s in meters:
             backoff = Backoff(initial_s=interval_s, max_s=max(backoff_max_s, interval_s),
@@ -112,11 +119,14 @@ class MeterPoller:
             return False
         polled.polls += 1
         readings: list[Reading] = []
+        started = self._clock.monotonic()
         try:
             readings = await polled.source.read()
             error = polled.source.last_error
         except EdgeAgentError as exc:
             error = str(exc)
+        if self._observe is not None:
+            self._observe(meter_id, self._clock.monotonic() - started, error is None)
         if error is None:
             polled.state.succeeded(self._clock.now_ms())
         else:
@@ -182,6 +192,7 @@ def build_poller(
     *,
     s0_inputs: Mapping[str, SyncReadable] | None = None,
     backoff_max_s: float = 60.0,
+    read_observer: ReadObserver | None = None,
 ) -> MeterPoller:
     """A poller for every meter of ``config``: a reader per Modbus meter, and the given S0
     inputs (by meter id; S0 meters without an input are left out, the caller logs why)."""
@@ -191,4 +202,5 @@ def build_poller(
     ]
     for meter_id, pulse_input in (s0_inputs or {}).items():
         sources.append((SyncMeterSource(meter_id, pulse_input), intervals[meter_id]))
-    return MeterPoller(sources, on_readings, clock, backoff_max_s=backoff_max_s)
+    return MeterPoller(sources, on_readings, clock, backoff_max_s=backoff_max_s,
+                       read_observer=read_observer)
