@@ -1,0 +1,100 @@
+"""Helpers for the backup and migration-with-data tests: databases holding data in every table.
+
+``fill_with_store`` writes through the real stores (telemetry, dead letters, devices,
+commands + outbox); ``fill_every_table`` writes fixed rows with plain inserts, so two
+databases filled by it hold identical content.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from cloud_sync.command_rules import CommandRequest
+from cloud_sync.db import migrate
+from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
+from cloud_sync.db.engine import make_engine
+from cloud_sync.db.schema import commands, dead_letters, devices, gateways, outbox, readings
+from cloud_sync.db.store import SqlTelemetryStore, make_db_breaker, now_ms
+from cloud_sync.ports import DeadLetterIn
+from protocols.commands import Action, Priority
+from tests.integration.conftest_cloud import make_batch
+
+GATEWAYS = ("gw-1", "gw-2")
+
+
+def fill_with_store(url: str, readings_per_gateway: int = 300) -> None:
+    """Migrate ``url`` and write telemetry, a dead letter, devices and commands through the
+    service's own stores."""
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        breaker = make_db_breaker(3, 1.0)
+        telemetry = SqlTelemetryStore(engine, breaker)
+        for gw in GATEWAYS:
+            telemetry.add_gateway(gw)
+        batches = [make_batch(1 + i * 100, 100, gw=gw)
+                   for gw in GATEWAYS for i in range(readings_per_gateway // 100)]
+        dead = [DeadLetterIn("hw/gw-x/telemetry", b"\x00\xffnot json", "decode error", now_ms())]
+        telemetry.ingest(batches, dead)
+        store = SqlCommandStore(engine, breaker)
+        for gw in GATEWAYS:
+            store.add_device(gw, f"relay-{gw}", "relay", ["switch_on", "switch_off"], now_ms())
+            device = store.device(f"relay-{gw}")
+            assert device is not None
+            for action in (Action.SWITCH_ON, Action.SWITCH_OFF):
+                store.create_command(device, uuid.uuid4().hex,
+                                     CommandRequest(action, {}, 60, Priority.NORMAL),
+                                     now_ms(), CommandLimits(1000, 1000))
+    finally:
+        engine.dispose()
+
+
+def _command(i: int) -> dict[str, Any]:
+    return {"command_id": f"c-{i}", "device_id": "dev-1", "gateway_id": "gw-1",
+            "idempotency_key": f"key-{i}", "request_hash": "ab" * 32, "action": "switch_on",
+            "params": '{"level": 0.5}', "priority": "normal", "status": "pending",
+            "created_at": 1_700_000_000_000 + i, "expires_at": 1_700_000_060_000 + i,
+            "sent_at": None if i % 2 else 1_700_000_000_500, "delivered_at": None,
+            "completed_at": None, "reason": None, "result": None, "attempts": i}
+
+
+def fill_every_table(engine: sa.Engine) -> None:
+    """Deterministic rows in every table of the head schema (unicode, bytes, NULLs, floats)."""
+    with engine.begin() as conn:
+        conn.execute(gateways.insert(), [{"id": gw, "created_at": 1_700_000_000_000}
+                                         for gw in ("gw-1", "Gw-2", "gw-ä")])
+        conn.execute(readings.insert(), [
+            {"gateway_id": gw, "seq": seq, "meter_id": "m1", "channel": "power_w",
+             "value": None if seq == 3 else seq * 0.1, "unit": "W",
+             "ts": 1_700_000_000_000 + seq * 1000, "quality": "good"}
+            for gw in ("gw-1", "Gw-2") for seq in range(1, 21)])
+        conn.execute(dead_letters.insert(), [
+            {"received_at": 1_700_000_000_000, "topic": "hw/gw-9/telemetry",
+             "payload": bytes(range(256)), "reason": "unknown gateway", "replayed_at": None}])
+        conn.execute(devices.insert(), [
+            {"id": "dev-1", "gateway_id": "gw-1", "kind": "relay",
+             "capabilities": '["switch_on"]', "created_at": 1_700_000_000_000,
+             "deleted_at": None}])
+        conn.execute(commands.insert(), [_command(i) for i in range(1, 6)])
+        conn.execute(outbox.insert(), [
+            {"command_id": f"c-{i}", "gateway_id": "gw-1", "priority": 1,
+             "available_at": 1_700_000_000_000 + i, "attempts": 0, "published_at": None}
+            for i in range(1, 6)])
+
+
+def table_rows(engine: sa.Engine) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Every table's columns and rows (sorted), to compare before and after a migration."""
+    out: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for name in inspector.get_table_names():
+            if name == "alembic_version":
+                continue
+            cols = sorted(c["name"] for c in inspector.get_columns(name))
+            table = sa.table(name, *(sa.column(c) for c in cols))
+            rows = [tuple(r) for r in conn.execute(sa.select(*table.c))]
+            out[name] = (cols, sorted(rows, key=repr))
+    return out
