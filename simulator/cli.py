@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="simulated wall time at start, ms since epoch (default: now)")
     meters.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    from simulator.fleet_cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(commands)
+    from simulator.faults.cli import add_parser as add_chaos_parser
+
+    add_chaos_parser(commands)
     return parser
 
 
@@ -109,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "fleet":
+        from simulator.fleet_cli import run as run_fleet
+
+        return run_fleet(args)
+    if args.command == "chaos":
+        from simulator.faults.cli import run as run_chaos
+
+        return run_chaos(args)
     if args.command == "meters":
         return asyncio.run(_serve_meters(args))
     return 2  # pragma: no cover - argparse rejects unknown commands first
