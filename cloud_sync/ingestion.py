@@ -10,6 +10,7 @@ by the broker, never loss; the store's ``ON CONFLICT DO NOTHING`` makes redelive
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ from cloud_sync.ack_ranges import compact
 from cloud_sync.classify import Rejection, check_registered, parse_telemetry
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus, TelemetryStore
+from cloud_sync.tracing import span
 from protocols import TelemetryAck, TelemetryBatch, encode, topics
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,14 @@ class IngestionWorker:
     def commit(self, items: Sequence[_Parsed]) -> None:
         """Store one group in one transaction, then ack; raises ``StorageUnavailable``."""
         batches, dead = self._split(items)
-        inserted = self._store.ingest(batches, dead)
+        with contextlib.ExitStack() as traced:
+            # A sampled batch carries the agent's traceparent: its store span joins that trace.
+            for batch in batches:
+                if batch.traceparent is not None:
+                    traced.enter_context(span("telemetry.store", traceparent=batch.traceparent,
+                                              attributes={"gateway": batch.gateway_id,
+                                                          "readings": len(batch.readings)}))
+            inserted = self._store.ingest(batches, dead)
         total = sum(len(b.readings) for b in batches)
         with self._lock:
             self.stats.groups += 1

@@ -52,6 +52,7 @@ def pack_batch(
     max_bytes: int,
     *,
     newest_first: bool = False,
+    traceparent: str | None = None,
 ) -> PackedBatch | None:
     """Pack as many ``readings`` (each with a seq) as fit in ``max_bytes`` of encoded batch.
 
@@ -65,7 +66,7 @@ def pack_batch(
     ordered = list(reversed(readings)) if newest_first else list(readings)
     # Each reading is encoded once; the batch is those bytes inside the model's own envelope,
     # so the payload is byte for byte what encode(TelemetryBatch(...)) would give.
-    head, tail = _envelope(gateway_id, ordered[0])
+    head, tail = _envelope(gateway_id, ordered[0], traceparent)
     size = len(head) + len(tail) - 1  # -1: no comma before the first reading
     taken: list[tuple[int, bytes]] = []
     for reading in ordered[:MAX_READINGS_PER_BATCH]:
@@ -79,9 +80,10 @@ def pack_batch(
     return PackedBatch(payload=payload, seqs=tuple(seq for seq, _part in taken))
 
 
-def _envelope(gateway_id: str, sample: Reading) -> tuple[bytes, bytes]:
+def _envelope(gateway_id: str, sample: Reading, traceparent: str | None) -> tuple[bytes, bytes]:
     """The batch JSON before and after its readings list, cut from a one-reading batch."""
-    one = encode(TelemetryBatch(gateway_id=gateway_id, readings=[sample]))
+    one = encode(TelemetryBatch(gateway_id=gateway_id, readings=[sample],
+                                traceparent=traceparent))
     part = encode(sample)
     cut = one.index(part)
     return one[:cut], one[cut + len(part):]

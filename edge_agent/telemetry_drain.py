@@ -23,8 +23,11 @@ from edge_agent.drain import (
     read_limit,
 )
 from edge_agent.ports import Clock, Message, TelemetryBuffer, Uplink
+from edge_agent.tracing import current_traceparent, span, tracing_enabled
 from protocols import topics
 from protocols.models import Reading, TelemetryAck
+
+TRACE_ONE_IN = 100  # telemetry batches per traced batch, when tracing is on
 
 __all__ = ["LimitedPublisher", "TelemetryDrain"]
 
@@ -98,7 +101,15 @@ class TelemetryDrain:
             return True
         if not self.planner.has_slot():
             return False
-        picked = await self._next_batch()
+        # One batch in TRACE_ONE_IN carries a trace (when tracing is on), so the cloud's store
+        # span joins it: enough to see telemetry latency without a span per publish.
+        if tracing_enabled() and self.batches_sent % TRACE_ONE_IN == 0:
+            with span("telemetry.publish", attributes={"gateway": self._gateway_id}):
+                return await self._publish_next(current_traceparent())
+        return await self._publish_next(None)
+
+    async def _publish_next(self, traceparent: str | None) -> bool:
+        picked = await self._next_batch(traceparent)
         if picked is None:
             return False
         batch, source = picked
@@ -107,7 +118,8 @@ class TelemetryDrain:
         self.batches_sent += 1
         return True
 
-    async def _next_batch(self) -> tuple[PackedBatch, Source] | None:
+    async def _next_batch(self, traceparent: str | None = None
+                          ) -> tuple[PackedBatch, Source] | None:
         first = self.planner.next_source()
         for source in (first, "backfill" if first == "live" else "live"):
             # Backfill pages wholly in flight move the cursor on; the window bounds the rounds.
@@ -116,7 +128,7 @@ class TelemetryDrain:
                 picked = self.planner.select(rows, source)
                 if picked:
                     batch = pack_batch(self._gateway_id, picked, self._max_bytes,
-                                       newest_first=source == "live")
+                                       newest_first=source == "live", traceparent=traceparent)
                     assert batch is not None
                     return batch, source
                 if source == "live" or len(rows) < self._limit:

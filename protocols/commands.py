@@ -18,6 +18,7 @@ from protocols.models import (
     EpochMs,
     GatewayId,
     MeterId,
+    TraceParentField,
     WireModel,
 )
 
@@ -84,7 +85,7 @@ class Command(WireModel):
     priority: Priority = Priority.NORMAL
     issued_at: EpochMs
     expires_at: EpochMs
-    traceparent: str | None = None  # W3C trace context, so one trace follows the command
+    traceparent: TraceParentField | None = None  # so one trace follows the command
 
     @model_validator(mode="after")
     def _valid(self) -> Command:
@@ -104,4 +105,4 @@ class CommandAck(WireModel):
     reason: Annotated[str, Field(max_length=500)] | None = None
     result: dict[str, ParamValue] = Field(default_factory=dict)  # e.g. {"state": "on"}
     ts: EpochMs  # when the outcome was decided on the gateway
-    traceparent: str | None = None  # W3C trace context of the gateway's ack span
+    traceparent: TraceParentField | None = None  # W3C trace context of the gateway's ack span

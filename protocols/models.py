@@ -36,6 +36,10 @@ MeterId = Annotated[str, Field(pattern=METER_ID_PATTERN)]
 Channel = Annotated[str, Field(pattern=CHANNEL_PATTERN)]
 EpochMs = Annotated[int, Field(ge=MIN_TS_MS, le=MAX_TS_MS)]
 Seq = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# W3C traceparent: version-traceid-spanid-flags, 55 characters for version 00.
+TraceParentField = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+]
 
 
 class Quality(StrEnum):
@@ -99,7 +103,7 @@ class TelemetryBatch(WireModel):
     gateway_id: GatewayId
     readings: Annotated[list[Reading], Field(min_length=1, max_length=10_000)]
     # W3C trace context on a sampled batch; the cloud's ingestion span continues it.
-    traceparent: str | None = None
+    traceparent: TraceParentField | None = None  # W3C trace context (sampled batches)
 
     @field_validator("readings")
     @classmethod

@@ -12,13 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
+from edge_agent import tracing
 from edge_agent.buffer import BufferStats
 from edge_agent.config import AgentConfig
 from edge_agent.ports import Message, OnReadings
 from edge_agent.runtime import Agent
+from edge_agent.telemetry_drain import TRACE_ONE_IN
 from edge_agent.uplink import FakeUplink, PahoUplink
-from protocols import topics
+from protocols import TelemetryBatch, topics
 from protocols.models import (
     GatewayStatus,
     MeterHealth,
@@ -243,4 +246,29 @@ async def test_ack_for_seqs_not_in_flight_still_confirms_them_and_bad_acks_are_s
         assert agent.invalid_acks == 1
         assert uplink.published == []  # never connected: nothing was sent
     finally:
+        await agent.stop()
+
+
+
+async def test_with_tracing_on_the_first_batch_carries_a_traceparent_the_next_ones_do_not(
+        tmp_path: Path) -> None:
+    tracing.install_tracer_provider(TracerProvider())
+    uplink = FakeUplink()
+    agent = Agent(make_config(tmp_path, "mqtt://127.0.0.1:1"), uplink=uplink, poller=FakePoller)
+
+    def batches() -> list[TelemetryBatch]:
+        return [decode(TelemetryBatch, m.payload) for m in uplink.published
+                if m.topic == topics.telemetry(GW)]
+
+    await agent.start()
+    try:
+        for round_ in range(1, 4):
+            await agent.ingest(readings(10, ts=NOW_MS + round_ * 1000))
+            await Changes().until(lambda r=round_: len(batches()) >= r, 10, also_every=0.02)
+        sent = batches()
+        assert sent[0].traceparent is not None
+        assert [b.traceparent for b in sent[1:]] == [None] * (len(sent) - 1)
+        assert len(sent) < TRACE_ONE_IN
+    finally:
+        tracing.install_tracer_provider(None)
         await agent.stop()
