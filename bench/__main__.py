@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_buffer, bench_commands, bench_drain, bench_ingest
+from bench import (
+    bench_agent_cost,
+    bench_buffer,
+    bench_commands,
+    bench_drain,
+    bench_fleet,
+    bench_ingest,
+)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -29,8 +36,34 @@ def _row(name: str, measured: float, raw_name: str, raw: float, target: str) -> 
             f"| {target} |")
 
 
+def _fleet_lines(fleet: dict[str, Any], agent: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Fleet on PostgreSQL, {fleet['meters_per_gateway']} meters per gateway polled every "
+        f"{fleet['interval_s']:.0f} s, one cloud replica (docs/scaling.md explains the knee):",
+        "",
+        "| gateways | stored/s | ingestion latency p95 | cloud CPU | cloud CPU per gateway "
+        "| cloud RSS | agents' CPU | machine CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in fleet["sizes"]:
+        lines.append(
+            f"| {size['gateways']} | {size['stored_per_s']:,.0f} | "
+            f"{size['latency_ms']['p95']:,.0f} ms | {size['cloud_cpu_pct']:.1f} % | "
+            f"{size['cloud_cpu_pct_per_gateway']:.3f} % | {size['cloud_rss_mb']:.0f} MB | "
+            f"{size['agents_cpu_pct']:.0f} % | {size['machine_cpu_pct']:.0f} % |")
+    lines += ["", "Agent cost at 1 s polling (one agent process):", "",
+              "| meters | CPU (of one core) | RSS |", "|---|---|---|"]
+    for point in agent["points"]:
+        lines.append(f"| {point['meters']} | {point['cpu_pct']:.2f} % | {point['rss_mb']:.1f} MB |")
+    per = agent["per_meter"]
+    lines.append(f"| per meter | {per['cpu_pct']:.2f} % | {per['rss_mb']:.2f} MB |")
+    return lines
+
+
 def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, Any],
-           commands: dict[str, Any], seconds: float) -> str:
+           commands: dict[str, Any], fleet: dict[str, Any], agent: dict[str, Any],
+           seconds: float) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark results",
@@ -74,6 +107,7 @@ def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, An
         c = commands[key]
         lines.append(f"| {label} | {c['p50_ms']} ms | {c['p95_ms']} ms | {c['p99_ms']} ms "
                      f"| {c['max_ms']} ms | p95 <= 50 ms |")
+    lines += _fleet_lines(fleet, agent)
     lines += [
         "",
         f"Drain: {drain['postgres']['stored']:,} stored in {drain['postgres']['seconds']} s "
@@ -86,8 +120,8 @@ def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, An
         "## Raw output",
         "",
         "```json",
-        json.dumps({"buffer": buffer, "ingest": ingest, "drain": drain, "commands": commands},
-                   indent=1),
+        json.dumps({"buffer": buffer, "ingest": ingest, "drain": drain, "commands": commands,
+                    "fleet": fleet, "agent_cost": agent}, indent=1),
         "```",
         "",
     ]
@@ -107,7 +141,12 @@ def main() -> None:
     drain = bench_drain.run(args.drain_readings)
     print("command round trips ...", flush=True)
     commands = bench_commands.run()
-    RESULTS.write_text(render(buffer, ingest, drain, commands, time.monotonic() - started))
+    print("agent cost per meter ...", flush=True)
+    agent = bench_agent_cost.run()
+    print("fleet scaling 10 -> 500 gateways ...", flush=True)
+    fleet = bench_fleet.run()
+    RESULTS.write_text(render(buffer, ingest, drain, commands, fleet, agent,
+                              time.monotonic() - started))
     print(RESULTS.read_text())
 
 
