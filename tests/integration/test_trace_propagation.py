@@ -113,7 +113,8 @@ async def test_one_trace_id_follows_a_command_from_the_api_to_the_agent_and_back
     trace_id = created.json()["trace_id"]
     assert trace_id is not None and len(trace_id) == 32
     assert status["status"] == "executed" and status["trace_id"] == trace_id
-    finished = exporter.get_finished_spans()
+    # Telemetry the agent sends meanwhile is traced separately (one batch in 100, its own trace).
+    finished = [s for s in exporter.get_finished_spans() if not s.name.startswith("telemetry.")]
     assert {f"{s.context.trace_id:032x}" for s in finished} == {trace_id}
     roots = [s for s in finished if s.parent is None]
     assert [s.name for s in roots] == ["POST /api/v1/devices/{device_id}/commands"]
