@@ -24,7 +24,7 @@ from cloud_sync.db.store import DB_ERRORS, now_ms
 from cloud_sync.errors import CloudSyncError, NotFound
 from cloud_sync.logs import configure_logging
 from cloud_sync.settings import CloudSettings
-from cloud_sync.tracing import configure_tracing, shutdown_tracing
+from observability.tracing import configure_tracing, shutdown_tracing
 from protocols.commands import Action
 from protocols.models import GATEWAY_ID_PATTERN, METER_ID_PATTERN
 
@@ -80,7 +80,8 @@ def _serve(settings: CloudSettings, host: str, port: int, log_level: str) -> int
     # The service logs in the configured format (JSON by default) and traces if configured.
     if not logging.getLogger().handlers:  # like basicConfig: a host's own set-up wins
         configure_logging(log_level, settings.log_format)
-    configure_tracing(settings.tracing_exporter, endpoint=settings.tracing_otlp_endpoint)
+    configure_tracing(settings.tracing_exporter, endpoint=settings.tracing_otlp_endpoint,
+                      service_name="homewatt-cloud")
     service = build_service(settings)
     service.start()
     try:

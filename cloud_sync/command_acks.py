@@ -20,7 +20,7 @@ from typing import Protocol
 from cloud_sync.db.commands_store import AckVerdict
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus
-from cloud_sync.tracing import span
+from observability.tracing import span
 from protocols import decode, topics
 from protocols.commands import CommandAck
 from protocols.errors import InvalidMessage

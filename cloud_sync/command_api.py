@@ -27,7 +27,7 @@ from cloud_sync.command_rules import (
 from cloud_sync.db.commands_store import CommandLimits, CommandRefused
 from cloud_sync.errors import NotFound
 from cloud_sync.ports import Device, StoredCommand
-from cloud_sync.tracing import current_traceparent, span
+from observability.tracing import current_traceparent, span
 from protocols.trace import trace_id_of
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import CommandBus, OutboxStore, PublishHandle, StoredCommand
-from cloud_sync.tracing import current_traceparent, span
+from observability.tracing import current_traceparent, span
 from protocols import encode, topics
 from protocols.commands import Action, Command, Priority
 

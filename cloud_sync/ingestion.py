@@ -23,7 +23,7 @@ from cloud_sync.ack_ranges import compact
 from cloud_sync.classify import Rejection, check_registered, parse_telemetry
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus, TelemetryStore
-from cloud_sync.tracing import span
+from observability.tracing import span
 from protocols import TelemetryAck, TelemetryBatch, encode, topics
 
 log = logging.getLogger(__name__)

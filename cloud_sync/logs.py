@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TextIO
 
-from cloud_sync.tracing import current_span_ids
+from observability.tracing import current_span_ids
 from protocols.redact import LOG_FORMATS, install_log_handler
 
 __all__ = ["LOG_FORMATS", "configure_logging"]

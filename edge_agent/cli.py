@@ -20,7 +20,7 @@ from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.logs import configure_logging
 from edge_agent.ports import ModbusBus
-from edge_agent.tracing import configure_tracing, shutdown_tracing
+from observability.tracing import configure_tracing, shutdown_tracing
 from protocols.models import Quality, Reading
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def run_command(config: AgentConfig, *, verbose: bool = False) -> int:
     # The service logs in the configured format (JSON by default) and traces if configured.
     if not logging.getLogger().handlers:  # like basicConfig: a host's own set-up wins
         configure_logging(logging.DEBUG if verbose else logging.INFO, config.log_format)
-    configure_tracing(config.tracing_exporter, endpoint=config.tracing_otlp_endpoint)
+    configure_tracing(config.tracing_exporter, endpoint=config.tracing_otlp_endpoint,
+                      service_name="homewatt-agent")
     try:
         result = runtime.run(config)
     finally:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from edge_agent.executor import CommandCounters, CommandExecutor
 from edge_agent.ports import Clock, Message
 from edge_agent.telemetry_drain import LimitedPublisher
-from edge_agent.tracing import current_traceparent, span
+from observability.tracing import current_traceparent, span
 from protocols import topics
 from protocols.commands import Command, CommandAck, Priority
 from protocols.errors import InvalidMessage

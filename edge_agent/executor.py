@@ -31,7 +31,7 @@ from edge_agent.dedup import CommandDedupWindow, CommandRecord, DecisionKind
 from edge_agent.errors import BusError, EdgeAgentError
 from edge_agent.interlocks import Interlock, SwitchEvent
 from edge_agent.ports import Actuator, ActuatorResult
-from edge_agent.tracing import span
+from observability.tracing import span
 from protocols.commands import Command, CommandAck, Outcome
 
 __all__ = ["CommandCounters", "CommandExecutor"]

@@ -11,7 +11,7 @@ import logging
 import zlib
 from typing import TextIO
 
-from edge_agent.tracing import current_span_ids
+from observability.tracing import current_span_ids
 from protocols.redact import LOG_FORMATS, install_log_handler
 
 __all__ = ["LOG_FORMATS", "LogSampler", "configure_logging", "sampled_by_key"]

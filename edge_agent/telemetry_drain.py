@@ -23,7 +23,7 @@ from edge_agent.drain import (
     read_limit,
 )
 from edge_agent.ports import Clock, Message, TelemetryBuffer, Uplink
-from edge_agent.tracing import current_traceparent, span, tracing_enabled
+from observability.tracing import current_traceparent, span, tracing_enabled
 from protocols import topics
 from protocols.models import Reading, TelemetryAck
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from edge_agent import tracing
 from edge_agent.buffer import BufferStats
 from edge_agent.config import AgentConfig
 from edge_agent.ports import Message, OnReadings
 from edge_agent.runtime import Agent
 from edge_agent.telemetry_drain import TRACE_ONE_IN
 from edge_agent.uplink import FakeUplink, PahoUplink
+from observability import tracing
 from protocols import TelemetryBatch, topics
 from protocols.models import (
     GatewayStatus,

@@ -18,11 +18,10 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cloud_sync import tracing as cloud_tracing
 from cloud_sync.bootstrap import CloudService
-from edge_agent import tracing as agent_tracing
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
+from observability import tracing
 from protocols.trace import parse_traceparent
 from tests.integration.conftest_cloud import GW
 from tests.integration.conftest_cloud_commands import (
@@ -57,13 +56,11 @@ async def spans() -> AsyncIterator[tuple[InMemorySpanExporter, Changes]]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     provider.add_span_processor(_Notify(changes))
-    cloud_tracing.install_tracer_provider(provider)
-    agent_tracing.install_tracer_provider(provider)
+    tracing.install_tracer_provider(provider)
     try:
         yield exporter, changes
     finally:
-        cloud_tracing.install_tracer_provider(None)
-        agent_tracing.install_tracer_provider(None)
+        tracing.install_tracer_provider(None)
         provider.shutdown()
 
 

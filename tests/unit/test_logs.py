@@ -12,9 +12,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from cloud_sync import logs as cloud_logs
-from cloud_sync import tracing as cloud_tracing
 from edge_agent import logs as agent_logs
 from edge_agent.logs import LogSampler, sampled_by_key
+from observability import tracing
 from protocols.redact import MASK, RedactionFilter, redact_text, redact_value
 
 PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretsecret\nAbCdEf==\n"
@@ -106,13 +106,13 @@ def test_json_lines_carry_the_active_span_ids(captured: tuple[logging.Logger, io
                                               ) -> None:
     log, stream = captured
     provider = TracerProvider()
-    cloud_tracing.install_tracer_provider(provider)
+    tracing.install_tracer_provider(provider)
     try:
-        with cloud_tracing.span("work"):
-            ids = cloud_tracing.current_span_ids()
+        with tracing.span("work"):
+            ids = tracing.current_span_ids()
             log.warning("retrying")
     finally:
-        cloud_tracing.install_tracer_provider(None)
+        tracing.install_tracer_provider(None)
         provider.shutdown()
     [line] = lines(stream)
     assert ids is not None and (line["trace_id"], line["span_id"]) == ids

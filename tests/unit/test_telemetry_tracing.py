@@ -9,10 +9,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cloud_sync import tracing as cloud_tracing
 from cloud_sync.fakes import FakeIngestBus, FakeTelemetryStore
 from cloud_sync.ports import InboundMessage
 from edge_agent.drain import pack_batch
+from observability import tracing
 from protocols import InvalidMessage, Reading, TelemetryBatch, Unit, decode, encode, topics
 from tests.unit.test_ingestion import GW, drain, make_worker
 
@@ -24,9 +24,9 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    cloud_tracing.install_tracer_provider(provider)
+    tracing.install_tracer_provider(provider)
     yield spans
-    cloud_tracing.install_tracer_provider(None)
+    tracing.install_tracer_provider(None)
 
 
 def readings(n: int) -> list[Reading]:

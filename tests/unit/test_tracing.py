@@ -12,8 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cloud_sync import tracing as cloud_tracing
-from edge_agent import tracing as agent_tracing
+from observability import tracing
 from protocols.commands import CommandAck, Outcome
 from protocols.models import Reading, TelemetryBatch, Unit, decode, encode
 from protocols.trace import TraceParent, format_traceparent, parse_traceparent, trace_id_of
@@ -58,9 +57,9 @@ def test_wire_models_carry_an_optional_traceparent() -> None:
     assert batch.traceparent is None and decode(TelemetryBatch, encode(batch)) == batch
 
 
-@pytest.fixture(params=[cloud_tracing, agent_tracing], ids=["cloud", "agent"])
-def traced(request: pytest.FixtureRequest) -> Iterator[tuple[Any, InMemorySpanExporter]]:
-    module = request.param
+@pytest.fixture
+def traced() -> Iterator[tuple[Any, InMemorySpanExporter]]:
+    module = tracing
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -93,8 +92,8 @@ def test_without_a_valid_parent_a_span_starts_a_new_trace(
     assert child.context.trace_id == root.context.trace_id
 
 
-@pytest.mark.parametrize("module", [cloud_tracing, agent_tracing], ids=["cloud", "agent"])
-def test_with_tracing_off_spans_record_nothing_but_pass_a_trace_through(module: Any) -> None:
+def test_with_tracing_off_spans_record_nothing_but_pass_a_trace_through() -> None:
+    module = tracing
     assert module.configure_tracing("none") is None
     assert not module.tracing_enabled()
     with module.span("untraced"):
@@ -105,16 +104,16 @@ def test_with_tracing_off_spans_record_nothing_but_pass_a_trace_through(module: 
 
 @pytest.mark.parametrize("exporter", ["console", "otlp"])
 def test_configured_exporters_install_an_sdk_provider(exporter: str) -> None:
-    provider = cloud_tracing.configure_tracing(
+    provider = tracing.configure_tracing(
         exporter, endpoint="http://127.0.0.1:4318/v1/traces")
     try:
-        assert provider is not None and cloud_tracing.tracing_enabled()
+        assert provider is not None and tracing.tracing_enabled()
     finally:
-        cloud_tracing.install_tracer_provider(None)
+        tracing.install_tracer_provider(None)
         assert provider is not None
         provider.shutdown()  # nothing was recorded: nothing is sent
 
 
 def test_an_unknown_exporter_is_refused() -> None:
     with pytest.raises(ValueError, match="none, console, otlp"):
-        agent_tracing.configure_tracing("jaeger")
+        tracing.configure_tracing("jaeger")

@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing for the edge agent: spans that continue a W3C ``traceparent``.
+"""OpenTelemetry tracing shared by the cloud service and the edge agent: spans that continue a
+W3C ``traceparent``.
 
 Exporters are chosen once at start-up by :func:`configure_tracing` (``none`` by default,
 ``console`` or ``otlp``); nothing is configured at import. With ``none`` a span records
@@ -27,14 +28,14 @@ __all__ = ["EXPORTERS", "configure_tracing", "current_span_ids", "current_tracep
            "install_tracer_provider", "shutdown_tracing", "span", "tracing_enabled"]
 
 EXPORTERS = ("none", "console", "otlp")
-_SCOPE = "homewatt.edge_agent"
+_SCOPE = "homewatt"
 _state: dict[str, TracerProvider | None] = {"provider": None}
 
 AttributeValue = str | int | float | bool
 
 
 def configure_tracing(exporter: str, *, endpoint: str | None = None,
-                      service_name: str = "homewatt-agent") -> TracerProvider | None:
+                      service_name: str = "homewatt") -> TracerProvider | None:
     """Install the exporter named by settings; returns the SDK provider (``None`` for none).
 
     ``otlp`` sends OTLP/HTTP protobuf to ``endpoint`` (e.g. ``http://127.0.0.1:4318/v1/traces``;
