@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from typing import Protocol
 from cloud_sync.db.commands_store import AckVerdict
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus
+from cloud_sync.worker_thread import WorkerThread
 from observability.tracing import span
 from protocols import decode, topics
 from protocols.commands import CommandAck
@@ -66,16 +66,17 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class CommandAckWorker:
+class CommandAckWorker(WorkerThread):
+    thread_name = "command-acks"
+
     def __init__(self, store: AckStore, bus: IngestBus, *, queue_size: int = 256,
                  retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
+        super().__init__()
         self._store = store
         self._bus = bus
         self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=queue_size)
         self._retry_max_s = retry_max_s
         self._now_ms = now_ms
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.stats = AckStats()
         # Called after an ack is recorded (not for repeats), e.g. to time commands; must not
         # raise.
@@ -91,22 +92,8 @@ class CommandAckWorker:
         self.stats.received += 1
         return True
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="command-acks", daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._thread = None
 
     def _run(self) -> None:
         while not self._stop.is_set():

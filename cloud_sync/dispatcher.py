@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import CommandBus, OutboxStore, PublishHandle, StoredCommand
+from cloud_sync.worker_thread import WorkerThread
 from observability.tracing import current_traceparent, span
 from protocols import encode, topics
 from protocols.commands import Action, Command, Priority
@@ -54,12 +55,15 @@ def command_message(command: StoredCommand, traceparent: str | None = None) -> C
                    traceparent=traceparent or command.traceparent)
 
 
-class CommandDispatcher:
+class CommandDispatcher(WorkerThread):
     """``start``/``stop`` are idempotent; ``step`` runs one round (tests call it directly)."""
+
+    thread_name = "command-dispatcher"
 
     def __init__(self, outbox: OutboxStore, bus: CommandBus, *, redelivery_s: float = 10.0,
                  puback_timeout_s: float = 5.0, batch: int = 50, max_idle_s: float = 1.0,
                  now_ms: Callable[[], int] = _wall_ms) -> None:
+        super().__init__()
         self._outbox = outbox
         self._bus = bus
         self._redelivery_ms = int(redelivery_s * 1000)
@@ -68,31 +72,17 @@ class CommandDispatcher:
         self._max_idle_s = max_idle_s
         self._now_ms = now_ms
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.stats = DispatchStats()
 
     def wake(self) -> None:
         """Dispatch now (called after a command is committed)."""
         self._wake.set()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="command-dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
+    def _wake_for_stop(self) -> None:
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._thread = None
+
+
+
 
     def step(self) -> tuple[int, int]:
         """Expire overdue commands, then one claim: ``(claimed, confirmed)``."""

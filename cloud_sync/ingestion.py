@@ -23,6 +23,7 @@ from cloud_sync.ack_ranges import compact
 from cloud_sync.classify import Rejection, check_registered, parse_telemetry
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus, TelemetryStore
+from cloud_sync.worker_thread import WorkerThread
 from observability.tracing import span
 from protocols import TelemetryAck, TelemetryBatch, encode, topics
 
@@ -66,12 +67,16 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class IngestionWorker:
-    """Owns the queue and the writer thread. ``start``/``stop`` are idempotent."""
+class IngestionWorker(WorkerThread):
+    """Owns the queue and the writer thread. ``stop`` ends after the current group; un-acked
+    messages stay with the broker."""
+
+    thread_name = "ingestion-writer"
 
     def __init__(self, store: TelemetryStore, bus: IngestBus, *, queue_size: int = 64,
                  max_readings: int = 5000, max_wait_s: float = 0.05, retry_max_s: float = 5.0,
                  now_ms: Callable[[], int] = _wall_ms) -> None:
+        super().__init__()
         self._store = store
         self._bus = bus
         self._queue: queue.Queue[tuple[InboundMessage, int]] = queue.Queue(maxsize=queue_size)
@@ -87,8 +92,6 @@ class IngestionWorker:
         self._pending: set[int] = set()
         self._unsent_acks: list[InboundMessage] = []
         self._unsent_publishes: list[tuple[str, bytes]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.stats = IngestStats()
 
@@ -120,28 +123,13 @@ class IngestionWorker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     @property
     def queue_depth(self) -> int:
         """Received messages not yet stored (for metrics)."""
         return self._queue.qsize()
 
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ingestion-writer", daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the current group; un-acked messages stay with the broker."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._thread = None
 
     def step(self, wait_s: float = 0.5) -> int:
         """Collect one group (waiting up to ``wait_s`` for its first message) and store it,
