@@ -1,7 +1,7 @@
 """``Fleet``: a whole homewatt deployment on one machine, as real, killable processes.
 
 Started in this order (and stopped in reverse, with SIGTERM): a Mosquitto sized for the fleet
-(:mod:`simulator.fleet_broker`), every gateway and its two actuator devices registered through
+(:mod:`simulator.broker`), every gateway and its two actuator devices registered through
 ``homewatt-cloud admin ... --from-file``, ``cloud_replicas`` ``homewatt-cloud serve``
 processes sharing one database (``HOMEWATT_SHARE_GROUP=fleet``, one ``HOMEWATT_CLIENT_ID``
 each: they split telemetry and command acks through ``$share``, and on PostgreSQL claim outbox
@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from edge_agent.buffer import BufferStats, SqliteBuffer
-from simulator.broker import free_port, wait_listening
-from simulator.fleet_broker import FleetBroker
+from simulator.broker import LocalBroker, free_port, wait_listening
 from simulator.fleet_plan import (
     SETPOINT_CAPABILITIES,
     SWITCH_CAPABILITIES,
@@ -112,7 +111,7 @@ class Fleet:
         self.meters_per_gateway, self.interval_s = meters_per_gateway, interval_s
         self.actuators, self.ack_timeout_s = actuators, ack_timeout_s
         self.logdir = self.workdir / "logs"
-        self.broker = FleetBroker(self.workdir / "broker")
+        self.broker = LocalBroker(self.workdir / "broker", require_mosquitto=True)
         self.broker_url = self.broker.url
         self.agent_broker_url = self.broker_url
         self.db_url = db_url or f"sqlite:///{self.workdir / 'cloud' / 'cloud.sqlite'}"

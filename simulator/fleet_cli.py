@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from simulator.broker import BrokerMissing
 from simulator.fleet import Fleet, FleetError
-from simulator.fleet_broker import BrokerMissing
 from simulator.fleet_monitor import Snapshot, StatusFollower, render, snapshot
 
 DESCRIPTION = (
