@@ -26,9 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.bench_ingest import private_broker, raw_pg_copy, raw_sqlite
-from cloud_sync.bootstrap import build_service, build_store, load_settings
-from cloud_sync.db import migrate
+from bench.bench_ingest import private_broker, raw_pg_copy, raw_sqlite, start_cloud
 from edge_agent.buffer import SqliteBuffer
 from edge_agent.drain import pack_batch
 from protocols import Reading, Unit, topics
@@ -74,16 +72,7 @@ def agent_config(workdir: Path, broker: Mosquitto) -> Path:
 
 def drain_through_service(db_url: str, broker: Mosquitto, workdir: Path,
                           total: int) -> dict[str, Any]:
-    settings = load_settings(db_url=db_url, mqtt_url=broker.url, data_dir=workdir / "cloud",
-                             client_id=f"bench-cloud-{uuid.uuid4().hex[:6]}")
-    store = build_store(settings)
-    migrate.upgrade(store.engine)
-    store.add_gateway(GW)
-    store.engine.dispose()
-    service = build_service(settings)
-    service.start()
-    service.wait_started(30)
-    service.bus.subscribed.wait(10)
+    service = start_cloud(db_url, broker, workdir / "cloud", GW)
     bindir = Path(sys.executable).parent
     start = time.perf_counter()
     agent = subprocess.Popen([str(bindir / "homewatt-agent"), "run", "--config",

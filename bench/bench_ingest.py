@@ -25,7 +25,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.engine import make_url
 
-from cloud_sync.bootstrap import build_service, build_store, load_settings
+from cloud_sync.bootstrap import CloudService, build_service, build_store, load_settings
 from cloud_sync.db import migrate
 from protocols import Reading, TelemetryAck, TelemetryBatch, Unit, decode, encode, topics
 from tests.services import Mosquitto, throwaway_postgres
@@ -77,19 +77,25 @@ def _publisher(port: int, total: int, per_batch: int, out: Any) -> None:
     client.loop_stop()
 
 
-def bench_service(db_url: str, broker: Mosquitto, data_dir: Path, total: int,
-                  per_batch: int) -> dict[str, Any]:
-    settings = load_settings(db_url=db_url, mqtt_url=broker.url, data_dir=data_dir,
-                             client_id=f"bench-cloud-{uuid.uuid4().hex[:6]}",
-                             ingest_queue_size=1024)
-    store = build_store(settings)
+def start_cloud(db_url: str, broker: Mosquitto, data_dir: Path, gateway: str,
+                **settings: Any) -> CloudService:
+    """The real cloud service in this process, migrated, with ``gateway`` registered."""
+    config = load_settings(db_url=db_url, mqtt_url=broker.url, data_dir=data_dir,
+                           client_id=f"bench-cloud-{uuid.uuid4().hex[:6]}", **settings)
+    store = build_store(config)
     migrate.upgrade(store.engine)
-    store.add_gateway(GW)
+    store.add_gateway(gateway)
     store.engine.dispose()
-    service = build_service(settings)
+    service = build_service(config)
     service.start()
     service.wait_started(30)
     service.bus.subscribed.wait(10)
+    return service
+
+
+def bench_service(db_url: str, broker: Mosquitto, data_dir: Path, total: int,
+                  per_batch: int) -> dict[str, Any]:
+    service = start_cloud(db_url, broker, data_dir, GW, ingest_queue_size=1024)
     out: Any = mp.get_context("spawn").Queue()
     child = mp.get_context("spawn").Process(target=_publisher,
                                             args=(broker.port, total, per_batch, out))
