@@ -26,7 +26,7 @@ from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
-from cloud_sync.health import HealthChecks, LivenessWindow
+from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
 from cloud_sync.metrics import (
     Backlog,
@@ -39,6 +39,7 @@ from cloud_sync.metrics import (
 from cloud_sync.mqtt import PahoIngestBus, command_ack_filter, telemetry_filter
 from cloud_sync.ports import InboundMessage
 from cloud_sync.settings import CloudSettings
+from observability.health import LivenessWindow
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.status import BufferStatsView
+from observability.health import LivenessWindow
 from protocols.models import MeterHealth
 
 log = logging.getLogger(__name__)
@@ -45,27 +45,6 @@ class Probe:
     @property
     def ready(self) -> bool:
         return all(result == "ok" for result in self.critical.values())
-
-
-class LivenessWindow:
-    """Pure: since when readiness has been failing (monotonic seconds)."""
-
-    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s = window_s
-        self._clock = clock
-        self._failing_since: float | None = None
-
-    def record(self, ready: bool) -> None:
-        if ready:
-            self._failing_since = None
-        elif self._failing_since is None:
-            self._failing_since = self._clock()
-
-    def failing_for_s(self) -> float:
-        return 0.0 if self._failing_since is None else self._clock() - self._failing_since
-
-    def alive(self) -> bool:
-        return self.failing_for_s() <= self.window_s
 
 
 async def agent_probe(buffer_stats: Callable[[], BufferStatsView],

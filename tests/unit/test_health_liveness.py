@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 
 from cloud_sync.errors import StorageUnavailable
-from cloud_sync.health import HealthChecks, LivenessWindow, register_health
+from cloud_sync.health import HealthChecks, register_health
 from edge_agent.health_server import AgentHealthServer, Probe
-from edge_agent.health_server import LivenessWindow as AgentLivenessWindow
+from observability.health import LivenessWindow
 
 
 class Clock:
@@ -107,7 +107,7 @@ async def test_agent_livez_fails_after_the_window_on_an_injected_clock(clock: Cl
 
     async def run() -> Probe:
         return probe
-    server = AgentHealthServer(run, lambda: b"", liveness=AgentLivenessWindow(120.0, clock))
+    server = AgentHealthServer(run, lambda: b"", liveness=LivenessWindow(120.0, clock))
     assert (await server.answer("GET", "/readyz"))[0] == 503
     clock.now += 120
     assert (await server.answer("GET", "/livez"))[0] == 200
