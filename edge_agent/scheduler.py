@@ -204,3 +204,22 @@ def build_poller(
         sources.append((SyncMeterSource(meter_id, pulse_input), intervals[meter_id]))
     return MeterPoller(sources, on_readings, clock, backoff_max_s=backoff_max_s,
                        read_observer=read_observer)
+
+
+class FakePoller:
+    """A :class:`~edge_agent.ports.Poller` with no meters, for tests that feed readings to the
+    agent themselves; ``health`` is what it reports. Use ``functools.partial`` to set it."""
+
+    def __init__(self, on_readings: OnReadings,
+                 health: Mapping[str, MeterHealth] | None = None) -> None:
+        self.on_readings = on_readings
+        self._health = dict(health or {})
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def health(self) -> dict[str, MeterHealth]:
+        return dict(self._health)

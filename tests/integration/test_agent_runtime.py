@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from edge_agent.buffer import BufferStats
 from edge_agent.config import AgentConfig
-from edge_agent.ports import Message, OnReadings
+from edge_agent.ports import Message
 from edge_agent.runtime import Agent
+from edge_agent.scheduler import FakePoller
 from edge_agent.telemetry_drain import TRACE_ONE_IN
 from edge_agent.uplink import FakeUplink, PahoUplink
 from observability import tracing
@@ -43,22 +45,7 @@ HEALTH = {
     "grid": MeterHealth(state="ok", last_success_ts=NOW_MS),
     "pv": MeterHealth(state="offline", consecutive_failures=4, last_error="timeout"),
 }
-
-
-class FakePoller:
-    """Meters are the test: it calls ``agent.ingest`` itself."""
-
-    def __init__(self, on_readings: OnReadings) -> None:
-        self.on_readings = on_readings
-
-    def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def health(self) -> dict[str, MeterHealth]:
-        return dict(HEALTH)
+POLLER = functools.partial(FakePoller, health=HEALTH)
 
 
 def make_config(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
@@ -76,7 +63,7 @@ def readings(count: int, *, ts: int = NOW_MS) -> list[Reading]:
 
 @contextlib.asynccontextmanager
 async def running(config: AgentConfig) -> AsyncIterator[Agent]:
-    agent = Agent(config, poller=FakePoller)
+    agent = Agent(config, poller=POLLER)
     await agent.start()
     try:
         yield agent
@@ -234,7 +221,7 @@ async def test_ack_for_seqs_not_in_flight_still_confirms_them_and_bad_acks_are_s
     # A late ack (e.g. for batches sent before a restart) names seqs this run never sent.
     uplink = FakeUplink(connect_on_start=False)
     config = make_config(tmp_path, "mqtt://127.0.0.1:1")
-    agent = Agent(config, uplink=uplink, poller=FakePoller)
+    agent = Agent(config, uplink=uplink, poller=POLLER)
     await agent.start()
     try:
         await agent.ingest(readings(10))
@@ -254,7 +241,7 @@ async def test_with_tracing_on_the_first_batch_carries_a_traceparent_the_next_on
         tmp_path: Path) -> None:
     tracing.install_tracer_provider(TracerProvider())
     uplink = FakeUplink()
-    agent = Agent(make_config(tmp_path, "mqtt://127.0.0.1:1"), uplink=uplink, poller=FakePoller)
+    agent = Agent(make_config(tmp_path, "mqtt://127.0.0.1:1"), uplink=uplink, poller=POLLER)
 
     def batches() -> list[TelemetryBatch]:
         return [decode(TelemetryBatch, m.payload) for m in uplink.published

@@ -22,11 +22,11 @@ from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig
-from edge_agent.ports import OnReadings
 from edge_agent.runtime import Agent
+from edge_agent.scheduler import FakePoller
 from protocols import topics
 from protocols.commands import Action, Command, CommandAck, Outcome
-from protocols.models import GatewayStatus, MeterHealth, decode, encode
+from protocols.models import GatewayStatus, decode, encode
 from simulator import MeterSimulator
 from tests.integration.conftest_uplink_cloud import Changes
 from tests.services import Mosquitto
@@ -104,20 +104,6 @@ def command(action: Action = Action.SWITCH_ON, device: str = "boiler", *,
     issued = now_ms() if issued_ms is None else issued_ms
     return Command(command_id=f"cmd-{uuid.uuid4().hex[:12]}", gateway_id=GW, device_id=device,
                    action=action, issued_at=issued, expires_at=issued + ttl_ms)
-
-
-class FakePoller:
-    def __init__(self, on_readings: OnReadings) -> None:
-        self.on_readings = on_readings
-
-    def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def health(self) -> dict[str, MeterHealth]:
-        return {}
 
 
 MQTT = {"keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0}

@@ -4,6 +4,7 @@ readiness while offline, and liveness failing after readiness failed longer than
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_agent.clock import FakeClock
 from edge_agent.config import AgentConfig
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe
-from edge_agent.ports import OnReadings
 from edge_agent.runtime import Agent
+from edge_agent.scheduler import FakePoller
 from edge_agent.uplink import FakeUplink
 from protocols.models import MeterHealth, Reading, Unit
 from tests.services import free_port
@@ -27,19 +28,8 @@ GW = "gw-metrics"
 NOW_MS = 1_764_000_000_000
 
 
-class FakePoller:
-    def __init__(self, on_readings: OnReadings) -> None:
-        self.on_readings = on_readings
-
-    def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def health(self) -> dict[str, MeterHealth]:
-        return {"grid": MeterHealth(state="ok"),
-                "pv": MeterHealth(state="offline", consecutive_failures=4)}
+HEALTH = {"grid": MeterHealth(state="ok"),
+          "pv": MeterHealth(state="offline", consecutive_failures=4)}
 
 
 def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -56,7 +46,7 @@ async def test_metrics_show_the_buffer_depth_after_appending_readings(tmp_path: 
     clock = FakeClock(NOW_MS)
     # offline: nothing drains, so the buffer holds exactly what was appended
     agent = Agent(config, uplink=FakeUplink(connect_on_start=False), clock=clock,
-                  poller=FakePoller)
+                  poller=functools.partial(FakePoller, health=HEALTH))
     await agent.start()
     try:
         await agent.ingest([Reading(meter_id="grid", channel="power_w", value=float(i),

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cloud_sync.bootstrap import CloudService
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
+from edge_agent.scheduler import FakePoller
 from observability import tracing
 from protocols.trace import parse_traceparent
 from tests.integration.conftest_cloud import GW
@@ -31,7 +32,6 @@ from tests.integration.conftest_cloud_commands import (
     start_service,
 )
 from tests.integration.conftest_uplink_cloud import Changes
-from tests.integration.test_commands_edge import FakePoller
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
