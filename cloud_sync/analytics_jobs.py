@@ -1,0 +1,110 @@
+"""The rollup job: claim dirty series, recompute them, until none is left; then wait.
+
+Each replica runs one :class:`RollupWorker`. Claims are leases (see
+:mod:`cloud_sync.db.analytics_store`), so replicas split the work and a replica that dies
+mid-series leaves a lease that expires and is taken over; recomputing is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from cloud_sync.db.analytics_store import RecomputeResult, SeriesKey
+from cloud_sync.errors import StorageUnavailable
+from cloud_sync.worker_thread import WorkerThread
+
+log = logging.getLogger(__name__)
+
+
+class RollupStore(Protocol):
+    def claim(self, now_ms: int, limit: int, lease_ms: int) -> list[SeriesKey]: ...
+
+    def recompute(self, key: SeriesKey) -> RecomputeResult: ...
+
+
+@dataclass
+class RollupStats:
+    """Counters for /metrics and tests; never reset."""
+
+    rounds: int = 0
+    series: int = 0
+    buckets: int = 0
+    requeued: int = 0  # series that got new marks while being recomputed
+    db_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RollupJob:
+    """One replica's share of the rollup work (no thread: ``run_until_clean`` is synchronous)."""
+
+    def __init__(self, store: RollupStore, *, batch: int = 50, lease_ms: int = 120_000,
+                 now_ms: Callable[[], int] = _wall_ms) -> None:
+        self.store = store
+        self.batch = batch
+        self.lease_ms = lease_ms
+        self.now_ms = now_ms
+        self.stats = RollupStats()
+
+    def run_once(self) -> int:
+        """Claim up to ``batch`` series and recompute them; returns how many were claimed."""
+        keys = self.store.claim(self.now_ms(), self.batch, self.lease_ms)
+        for key in keys:
+            result = self.store.recompute(key)
+            self.stats.series += 1
+            self.stats.buckets += result.buckets
+            self.stats.requeued += 0 if result.cleared else 1
+        self.stats.rounds += 1
+        return len(keys)
+
+    def run_until_clean(self, max_rounds: int = 1_000_000) -> int:
+        """Recompute until no series is left to claim; returns the series recomputed."""
+        done = 0
+        for _ in range(max_rounds):
+            claimed = self.run_once()
+            if not claimed:
+                break
+            done += claimed
+        return done
+
+
+class RollupWorker(WorkerThread):
+    """Runs the job every ``interval_s`` (and at once on :meth:`wake`); a database outage is
+    retried with backoff, never fatal."""
+
+    thread_name = "rollup-job"
+
+    def __init__(self, job: RollupJob, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.job = job
+        self.interval_s = interval_s
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _wake_for_stop(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        delay = self.interval_s
+        while not self._stop.is_set():
+            try:
+                self.job.run_until_clean(max_rounds=100)
+                delay = self.interval_s
+            except StorageUnavailable as exc:
+                self.job.stats.db_failures += 1
+                delay = min(max(delay, 1.0) * 2, 60.0)
+                log.warning("rollup job: %s; retrying in %.0fs", exc, delay)
+            self._wake.wait(delay)
+            self._wake.clear()
