@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cloud_sync.analytics.rollup import QUARTER_MS
+from cloud_sync.analytics.rollup import HOUR_MS, QUARTER_MS
 from cloud_sync.errors import CloudSyncError
 
 
@@ -37,8 +38,29 @@ def to_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
+_DAY_MS = 86_400_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=262_144)
+def _offset_ms(tz: ZoneInfo, quarter: int) -> int:
+    """UTC offset during one 15-minute UTC bucket (zones change offset on that grid)."""
+    offset = local(quarter * QUARTER_MS, tz).utcoffset()
+    return round(offset.total_seconds() * 1000) if offset is not None else 0
+
+
 def hour_start(ts_ms: int, tz: ZoneInfo) -> int:
     """UTC start of the local hour holding ``ts_ms`` (the repeated 02:00 keeps its fold)."""
+    wall = ts_ms + _offset_ms(tz, ts_ms // QUARTER_MS)
+    start = wall - wall % HOUR_MS - (wall - ts_ms)
+    # Whole-hour DST steps fall on local hour edges, so the offset is the same all hour;
+    # a zone whose step is not (Lord Howe's 30 minutes) takes the exact path.
+    if ts_ms - HOUR_MS < start <= ts_ms and _offset_ms(tz, start // QUARTER_MS) == wall - ts_ms:
+        return start
+    return _hour_start_exact(ts_ms, tz)
+
+
+def _hour_start_exact(ts_ms: int, tz: ZoneInfo) -> int:
     moment = local(ts_ms, tz)
     start = to_ms(moment.replace(minute=0, second=0, microsecond=0))
     # A zone whose DST step is not a whole hour can put the floored time on the other side
@@ -47,7 +69,8 @@ def hour_start(ts_ms: int, tz: ZoneInfo) -> int:
 
 
 def day_of(ts_ms: int, tz: ZoneInfo) -> date:
-    return local(ts_ms, tz).date()
+    wall = ts_ms + _offset_ms(tz, ts_ms // QUARTER_MS)
+    return date.fromordinal(_EPOCH_ORDINAL + wall // _DAY_MS)
 
 
 def day_start(day: date, tz: ZoneInfo) -> int:

@@ -53,10 +53,14 @@ class Sample:
     value: float
 
 
+_GAP, _RESET, _REPLACED, _INTEGRATED = (int(f) for f in (Flag.GAP, Flag.RESET, Flag.REPLACED,
+                                                          Flag.INTEGRATED))
+
+
 @dataclass
 class Bucket:
     wh: float = 0.0
-    flags: Flag = Flag.NONE
+    flags: int = 0  # a Flag bitmask, kept a plain int: this is the rollups' inner loop
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def ceil_quarter(ts: int) -> int:
     return -(-ts // QUARTER_MS) * QUARTER_MS
 
 
-def spread(out: Buckets, t0: int, t1: int, wh: float, flags: Flag, *,
+def spread(out: Buckets, t0: int, t1: int, wh: float, flags: int, *,
            lo: int, hi: int) -> None:
     """Add ``wh`` spread evenly over ``[t0, t1)`` to the buckets it overlaps inside ``[lo, hi)``."""
     a, b = max(t0, lo), min(t1, hi)
@@ -106,16 +110,17 @@ def dedupe(samples: Iterable[Sample]) -> list[Sample]:
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 
-def interval_energy(a: Sample, b: Sample, rules: CounterRules) -> tuple[float, Flag]:
-    """Energy between two consecutive counter samples, and what happened in between."""
+def interval_energy(a: Sample, b: Sample, rules: CounterRules) -> tuple[float, int]:
+    """Energy between two consecutive counter samples, and what happened in between
+    (a :class:`Flag` bitmask)."""
     limit = rules.max_power_w * (b.ts - a.ts) / HOUR_MS + rules.step_allowance_wh
     delta = b.value - a.value
-    flags = Flag.GAP if b.ts - a.ts > rules.gap_ms else Flag.NONE
+    flags = _GAP if b.ts - a.ts > rules.gap_ms else 0
     if 0.0 <= delta <= limit:
         return delta, flags
     if delta < 0.0 and 0.0 <= b.value <= limit:
-        return b.value, flags | Flag.RESET
-    return 0.0, flags | Flag.REPLACED
+        return b.value, flags | _RESET
+    return 0.0, flags | _REPLACED
 
 
 def counter_buckets(samples: Sequence[Sample], lo: int, hi: int,
@@ -143,11 +148,11 @@ def power_buckets(samples: Sequence[Sample], lo: int, hi: int,
         if b.ts <= a.ts:
             continue
         held = min(b.ts, a.ts + rules.max_hold_ms)
-        flags = Flag.INTEGRATED | (Flag.GAP if held < b.ts else Flag.NONE)
+        flags = _INTEGRATED | (_GAP if held < b.ts else 0)
         wh = abs(a.value) * (held - a.ts) / HOUR_MS
         spread(imp if a.value >= 0 else exp, a.ts, held, wh, flags, lo=lo, hi=hi)
         if held < b.ts:  # the silence itself: nothing counted, but the bucket says so
-            spread(imp if a.value >= 0 else exp, held, b.ts, 0.0, Flag.GAP, lo=lo, hi=hi)
+            spread(imp if a.value >= 0 else exp, held, b.ts, 0.0, _GAP, lo=lo, hi=hi)
     return imp, exp
 
 

@@ -25,7 +25,9 @@ import sqlalchemy as sa
 from cloud_sync.analytics.rollup import (
     COUNTER_CHANNELS,
     DEFAULT_RULES,
+    HOUR_MS,
     POWER_CHANNEL,
+    ROLLUP_SOURCE_CHANNELS,
     CounterRules,
     Sample,
     ceil_quarter,
@@ -33,6 +35,7 @@ from cloud_sync.analytics.rollup import (
     floor_quarter,
     power_buckets,
 )
+from cloud_sync.db.analytics_marks import mark_range
 from cloud_sync.db.analytics_writes import BucketWriter
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema import readings
@@ -83,10 +86,12 @@ class SqlRollupStore:
 
     def claim(self, now_ms: int, limit: int, lease_ms: int) -> list[SeriesKey]:
         """Take leases on up to ``limit`` dirty series nobody holds; returns them."""
-        d = analytics_dirty.c
-        pick = (sa.select(d.gateway_id, d.meter_id, d.channel)
+        d, c = analytics_dirty.c, analytics_claims.c
+        held = sa.select(c.owner).where(c.gateway_id == d.gateway_id, c.meter_id == d.meter_id,
+                                        c.channel == d.channel, c.expires_at > now_ms)
+        pick = (sa.select(d.gateway_id, d.meter_id, d.channel).where(~held.exists())
                 .order_by(d.from_ms).limit(limit * 4)
-                .with_for_update(skip_locked=True))
+                .with_for_update(of=analytics_dirty, skip_locked=True))
 
         def run() -> list[SeriesKey]:
             with self.engine.begin() as conn:
@@ -178,6 +183,26 @@ class SqlRollupStore:
         conn.execute(analytics_claims.delete().where(
             c.gateway_id == key[0], c.meter_id == key[1], c.channel == key[2],
             c.owner == self.owner))
+
+    def mark_rebuild(self, gateway_id: str | None = None) -> int:
+        """Mark every series (of one gateway, or all) dirty over all its readings: the next
+        job runs rebuild their rollups (after a bulk import, a rules or zone change)."""
+        c = readings.c
+        stmt = (sa.select(c.gateway_id, c.meter_id, c.channel, sa.func.min(c.ts),
+                          sa.func.max(c.ts))
+                .where(c.channel.in_(ROLLUP_SOURCE_CHANNELS))
+                .group_by(c.gateway_id, c.meter_id, c.channel))
+        if gateway_id is not None:
+            stmt = stmt.where(c.gateway_id == gateway_id)
+
+        def run() -> int:
+            with self.engine.begin() as conn:
+                rows = conn.execute(stmt).all()
+                for gw, meter, channel, lo, hi in rows:
+                    mark_range(conn, (gw, meter, channel), int(lo) - int(lo) % HOUR_MS,
+                               int(hi) - int(hi) % HOUR_MS + HOUR_MS)
+                return len(rows)
+        return self._guard(run)
 
     def pending(self) -> int:
         """Dirty marks waiting (for metrics, tests and the benchmark)."""

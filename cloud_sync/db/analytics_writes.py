@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from cloud_sync.analytics import calendar
-from cloud_sync.analytics.rollup import QUARTER_MS, Bucket, Flag
+from cloud_sync.analytics.rollup import QUARTER_MS, Bucket
 from cloud_sync.db.schema_analytics import energy_15m, energy_daily, energy_hourly
 
 _CHUNK = 5000
+_COPY_FROM = 2000  # on PostgreSQL, more rows than this go in with COPY (a rebuild's year)
 K = TypeVar("K", bound=Hashable)
 
 
@@ -35,9 +36,12 @@ def group(rows: Iterable[tuple[int, float, int]], key: Callable[[int], K]) -> di
     """Sum 15-minute ``(bucket_ms, wh, flags)`` rows by ``key(bucket_ms)``."""
     out: dict[K, Bucket] = {}
     for start, wh, flags in rows:
-        bucket = out.setdefault(key(start), Bucket())
+        k = key(start)
+        bucket = out.get(k)
+        if bucket is None:
+            bucket = out[k] = Bucket()
         bucket.wh += wh
-        bucket.flags |= Flag(flags)
+        bucket.flags |= flags
     return out
 
 
@@ -53,9 +57,23 @@ class BucketWriter:
         c = table.c
         return [c.gateway_id == self.gateway_id, c.meter_id == meter, c.channel == channel]
 
-    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows given in the table's column order."""
+        if len(rows) > _COPY_FROM and self.conn.dialect.name == "postgresql":
+            self._copy(table, rows)
+            return
+        names = [c.name for c in table.columns]
         for first in range(0, len(rows), _CHUNK):
-            self.conn.execute(table.insert(), rows[first:first + _CHUNK])
+            self.conn.execute(table.insert(), [dict(zip(names, r, strict=True))
+                                               for r in rows[first:first + _CHUNK]])
+
+    def _copy(self, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """COPY into ``table`` inside the caller's transaction (same DBAPI connection)."""
+        names = ", ".join(c.name for c in table.columns)
+        driver: Any = self.conn.connection.driver_connection
+        with driver.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def replace(self, meter: str, channel: str, lo: int, hi: int,
                 buckets: Mapping[int, Bucket]) -> None:
@@ -65,8 +83,8 @@ class BucketWriter:
         where = self._where(energy_15m, meter, channel)
         c = energy_15m.c
         self.conn.execute(energy_15m.delete().where(*where, c.bucket_ms >= lo, c.bucket_ms < hi))
-        base = {"gateway_id": self.gateway_id, "meter_id": meter, "channel": channel}
-        self._insert(energy_15m, [{**base, "bucket_ms": start, "wh": b.wh, "flags": int(b.flags)}
+        gw = self.gateway_id
+        self._insert(energy_15m, [(gw, meter, channel, start, b.wh, b.flags)
                                   for start, b in sorted(buckets.items())])
         tz = self.tz
         d_lo = calendar.day_start(calendar.day_of(lo, tz), tz)
@@ -76,7 +94,7 @@ class BucketWriter:
                 *where, c.bucket_ms >= d_lo, c.bucket_ms < d_hi,
                 sa.or_(c.bucket_ms < lo, c.bucket_ms >= hi)))
         rows = [(int(s), float(w), int(f)) for s, w, f in edges]
-        rows += [(s, b.wh, int(b.flags)) for s, b in buckets.items()]
+        rows += [(s, b.wh, b.flags) for s, b in buckets.items()]
         h_lo = calendar.hour_start(lo, tz)
         h_hi = hour_end(calendar.hour_start(hi - 1, tz), tz)
         self._replace_hours(meter, channel, h_lo, h_hi,
@@ -89,10 +107,9 @@ class BucketWriter:
         self.conn.execute(energy_hourly.delete().where(
             *self._where(energy_hourly, meter, channel), c.bucket_ms >= lo, c.bucket_ms < hi))
         hours = group(rows, lambda ts: calendar.hour_start(ts, self.tz))
-        base = {"gateway_id": self.gateway_id, "meter_id": meter, "channel": channel}
-        self._insert(energy_hourly, [
-            {**base, "bucket_ms": start, "wh": b.wh, "flags": int(b.flags)}
-            for start, b in sorted(hours.items())])
+        gw = self.gateway_id
+        self._insert(energy_hourly, [(gw, meter, channel, start, b.wh, b.flags)
+                                     for start, b in sorted(hours.items())])
 
     def _replace_days(self, meter: str, channel: str, lo: int, hi: int,
                       rows: list[tuple[int, float, int]]) -> None:
@@ -100,10 +117,8 @@ class BucketWriter:
         self.conn.execute(energy_daily.delete().where(
             *self._where(energy_daily, meter, channel), c.start_ms >= lo, c.start_ms < hi))
         days = group(rows, lambda ts: calendar.day_of(ts, self.tz))
-        base = {"gateway_id": self.gateway_id, "meter_id": meter, "channel": channel}
         out = []
         for day, b in sorted(days.items()):
             start, end = calendar.day_bounds(day, self.tz)
-            out.append({**base, "day": str(day), "start_ms": start, "end_ms": end, "wh": b.wh,
-                        "flags": int(b.flags)})
+            out.append((self.gateway_id, meter, channel, str(day), start, end, b.wh, b.flags))
         self._insert(energy_daily, out)
