@@ -81,8 +81,8 @@ prices = sa.Table(
 flexible_loads = sa.Table(
     "analytics_flexible_loads", metadata,
     sa.Column("home_id", sa.String(64), primary_key=True),
-    sa.Column("meter_device_id", sa.String(64), primary_key=True),
-    sa.Column("actuator_device_id", sa.String(64), nullable=False),
+    sa.Column("meter_device_id", sa.String(200), primary_key=True),  # registry device ids
+    sa.Column("actuator_device_id", sa.String(200), nullable=False),
     sa.Column("label", sa.String(64), nullable=False),
 )
 
@@ -90,7 +90,7 @@ schedules = sa.Table(
     "analytics_schedules", metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("home_id", sa.String(64), nullable=False),
-    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(200), nullable=False),
     sa.Column("on_at", sa.String(5), nullable=False),  # local HH:MM
     sa.Column("off_at", sa.String(5), nullable=False),
     sa.Column("recommendation", sa.Text, nullable=False),  # JSON: what was accepted, and why

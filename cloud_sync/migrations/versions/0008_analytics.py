@@ -88,8 +88,8 @@ def _create_tariff_tables() -> None:
     op.create_table(
         "analytics_flexible_loads",
         sa.Column("home_id", sa.String(64), nullable=False),
-        sa.Column("meter_device_id", sa.String(64), nullable=False),
-        sa.Column("actuator_device_id", sa.String(64), nullable=False),
+        sa.Column("meter_device_id", sa.String(200), nullable=False),
+        sa.Column("actuator_device_id", sa.String(200), nullable=False),
         sa.Column("label", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("home_id", "meter_device_id", name="pk_analytics_flexible_loads"),
     )
@@ -97,7 +97,7 @@ def _create_tariff_tables() -> None:
         "analytics_schedules",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("home_id", sa.String(64), nullable=False),
-        sa.Column("device_id", sa.String(64), nullable=False),
+        sa.Column("device_id", sa.String(200), nullable=False),
         sa.Column("on_at", sa.String(5), nullable=False),
         sa.Column("off_at", sa.String(5), nullable=False),
         sa.Column("recommendation", sa.Text, nullable=False),
