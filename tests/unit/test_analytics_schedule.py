@@ -34,3 +34,25 @@ def test_switch_times_follow_local_time_over_the_dst_change() -> None:
     second = next_switch("01:00", "02:00", ms(2025, 10, 26, 12), BERLIN)
     assert second - first == 25 * 3_600_000
     assert calendar.iso_local(second, BERLIN).startswith("2025-10-27T01:00")
+
+
+def test_periods_resolve_in_the_home_zone_and_name_bad_input() -> None:
+    import pytest
+
+    from cloud_sync.analytics.periods import BadPeriod, resolve
+
+    now = ms(2025, 10, 26, 15)
+    lo, hi = resolve("today", None, None, now, BERLIN)
+    assert (lo, hi) == (ms(2025, 10, 26, 0), ms(2025, 10, 27, 0))
+    assert hi - lo == 25 * 3_600_000
+    assert resolve(None, "2025-10-01", "2025-11-01", now, BERLIN) == resolve("month", None, None,
+                                                                             now, BERLIN)
+    assert resolve("last_month", None, None, now, BERLIN)[0] == ms(2025, 9, 1, 0)
+    assert resolve(None, "2025-10-26T02:00:00+01:00", str(ms(2025, 10, 26, 4)), now,
+                   BERLIN)[0] == ms(2025, 10, 26, 2, fold=1)
+    with pytest.raises(BadPeriod, match="from: 'yesterdayish' is not a date"):
+        resolve(None, "yesterdayish", "2025-11-01", now, BERLIN)
+    with pytest.raises(BadPeriod, match="period: 'decade' is not one of"):
+        resolve("decade", None, None, now, BERLIN)
+    with pytest.raises(BadPeriod, match="to: must be after from"):
+        resolve(None, "2025-11-01", "2025-10-01", now, BERLIN)
