@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -25,6 +25,8 @@ class RollupStore(Protocol):
     def claim(self, now_ms: int, limit: int, lease_ms: int) -> list[SeriesKey]: ...
 
     def recompute(self, key: SeriesKey) -> RecomputeResult: ...
+
+    def sync_zones(self, zones: Mapping[str, str]) -> list[str]: ...
 
 
 @dataclass
@@ -49,8 +51,11 @@ class RollupJob:
     """One replica's share of the rollup work (no thread: ``run_until_clean`` is synchronous)."""
 
     def __init__(self, store: RollupStore, *, batch: int = 50, lease_ms: int = 120_000,
-                 now_ms: Callable[[], int] = _wall_ms) -> None:
+                 now_ms: Callable[[], int] = _wall_ms,
+                 zones: Callable[[], Mapping[str, str]] | None = None) -> None:
+        """``zones`` (gateway -> IANA zone, from the registry) lets a zone change rebuild."""
         self.store = store
+        self.zones = zones
         self.batch = batch
         self.lease_ms = lease_ms
         self.now_ms = now_ms
@@ -69,6 +74,8 @@ class RollupJob:
 
     def run_until_clean(self, max_rounds: int = 1_000_000) -> int:
         """Recompute until no series is left to claim; returns the series recomputed."""
+        if self.zones is not None:
+            self.store.sync_zones(self.zones())
         done = 0
         for _ in range(max_rounds):
             claimed = self.run_once()

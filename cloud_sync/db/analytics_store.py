@@ -14,7 +14,7 @@ any point, a repeated run or a taken-over lease gives the same rows.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ from cloud_sync.db.analytics_marks import mark_range
 from cloud_sync.db.analytics_writes import BucketWriter
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema import readings
-from cloud_sync.db.schema_analytics import analytics_claims, analytics_dirty
+from cloud_sync.db.schema_analytics import analytics_claims, analytics_dirty, analytics_zones
 
 T = TypeVar("T")
 SeriesKey = tuple[str, str, str]
@@ -203,6 +203,27 @@ class SqlRollupStore:
                                int(hi) - int(hi) % HOUR_MS + HOUR_MS)
                 return len(rows)
         return self._guard(run)
+
+    def sync_zones(self, zones: Mapping[str, str]) -> list[str]:
+        """Record each gateway's zone (``zones``: gateway -> IANA name, from the registry);
+        a gateway whose zone differs from the one its rollups were computed in (UTC when
+        none was recorded) is marked for a rebuild. Returns those gateways."""
+        z = analytics_zones.c
+
+        def run() -> list[str]:
+            with self.engine.begin() as conn:
+                known = {str(g): str(tz) for g, tz in conn.execute(
+                    sa.select(z.gateway_id, z.timezone))}
+                changed = sorted(g for g, tz in zones.items() if known.get(g, "UTC") != tz)
+                for gw in changed:
+                    conn.execute(analytics_zones.delete().where(z.gateway_id == gw))
+                    conn.execute(analytics_zones.insert().values(gateway_id=gw,
+                                                                 timezone=zones[gw]))
+                return changed
+        changed = self._guard(run)
+        for gw in changed:
+            self.mark_rebuild(gw)
+        return changed
 
     def pending(self) -> int:
         """Dirty marks waiting (for metrics, tests and the benchmark)."""

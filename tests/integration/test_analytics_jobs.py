@@ -115,3 +115,35 @@ def test_a_dead_jobs_lease_is_taken_over_after_it_expires(db_url: str) -> None:
             home.true_hours("grid", "energy_import", UTC)[START], abs=1.0)
     finally:
         engine.dispose()
+
+
+def test_a_home_zone_change_rebuilds_its_hours_and_days(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        breaker = make_db_breaker(3, 1.0)
+        home = RecordedHome(seed=4, start_ms=START)
+        home.run_until(START + 3 * HOUR_MS)
+        home.read()
+        SqlTelemetryStore(engine, breaker).ingest(batches(home.readings), [])
+        zones = {GW: "UTC"}
+        store = SqlRollupStore(engine, breaker, lambda gw: ZoneInfo(zones[gw]))
+        job = RollupJob(store, zones=lambda: dict(zones))
+        job.run_until_clean()
+        c = energy_hourly.c
+        before = _hourly(engine)
+        zones[GW] = "Asia/Kolkata"  # +05:30: local hours start at half past UTC hours
+        assert store.sync_zones(zones) == [GW]
+        assert store.sync_zones(zones) == []  # recorded: no second rebuild
+        job.run_until_clean()
+        after = _hourly(engine)
+        assert {b % HOUR_MS for (_m, _c, b) in after} == {HOUR_MS // 2}
+        for meter, channel in (("grid", "energy_import"), ("pv", "energy_production")):
+            assert sum(w for (m, ch, _b), w in after.items() if (m, ch) == (meter, channel)) == \
+                pytest.approx(sum(w for (m, ch, _b), w in before.items()
+                                  if (m, ch) == (meter, channel)), abs=0.01)
+        with engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(energy_hourly).where(
+                c.gateway_id == GW)) == len(after)
+    finally:
+        engine.dispose()
