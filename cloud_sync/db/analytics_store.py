@@ -27,7 +27,6 @@ from cloud_sync.analytics.rollup import (
     DEFAULT_RULES,
     HOUR_MS,
     POWER_CHANNEL,
-    ROLLUP_SOURCE_CHANNELS,
     CounterRules,
     Sample,
     ceil_quarter,
@@ -36,6 +35,7 @@ from cloud_sync.analytics.rollup import (
     power_buckets,
 )
 from cloud_sync.db.analytics_marks import mark_range
+from cloud_sync.db.analytics_series import series_ranges
 from cloud_sync.db.analytics_writes import BucketWriter
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema import readings
@@ -187,21 +187,14 @@ class SqlRollupStore:
     def mark_rebuild(self, gateway_id: str | None = None) -> int:
         """Mark every series (of one gateway, or all) dirty over all its readings: the next
         job runs rebuild their rollups (after a bulk import, a rules or zone change)."""
-        c = readings.c
-        stmt = (sa.select(c.gateway_id, c.meter_id, c.channel, sa.func.min(c.ts),
-                          sa.func.max(c.ts))
-                .where(c.channel.in_(ROLLUP_SOURCE_CHANNELS))
-                .group_by(c.gateway_id, c.meter_id, c.channel))
-        if gateway_id is not None:
-            stmt = stmt.where(c.gateway_id == gateway_id)
-
         def run() -> int:
             with self.engine.begin() as conn:
-                rows = conn.execute(stmt).all()
-                for gw, meter, channel, lo, hi in rows:
-                    mark_range(conn, (gw, meter, channel), int(lo) - int(lo) % HOUR_MS,
-                               int(hi) - int(hi) % HOUR_MS + HOUR_MS)
-                return len(rows)
+                count = 0
+                for gw, meter, channel, lo, hi in series_ranges(conn, gateway_id):
+                    mark_range(conn, (gw, meter, channel), lo - lo % HOUR_MS,
+                               hi - hi % HOUR_MS + HOUR_MS)
+                    count += 1
+                return count
         return self._guard(run)
 
     def sync_zones(self, zones: Mapping[str, str]) -> list[str]:
