@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from cloud_sync.backup_cli import COMMANDS as BACKUP_COMMANDS
 from cloud_sync.backup_cli import add_backup_parsers, run_backup_command
 from cloud_sync.bootstrap import build_service, build_store, load_settings
+from cloud_sync.broker_cli import COMMANDS as BROKER_COMMANDS
+from cloud_sync.broker_cli import add_broker_parsers, run_broker_command
 from cloud_sync.db import migrate
 from cloud_sync.db.commands_store import SqlCommandStore
 from cloud_sync.db.store import DB_ERRORS, now_ms
-from cloud_sync.errors import CloudSyncError, NotFound
+from cloud_sync.errors import CloudSyncError, NotFound, SettingsError
 from cloud_sync.logs import configure_logging
 from cloud_sync.settings import CloudSettings
 from observability.tracing import configure_tracing, shutdown_tracing
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     sub.add_parser("migrate", help="bring the database schema to the latest revision")
     add_backup_parsers(sub)
+    add_broker_parsers(sub)
     admin = sub.add_parser("admin", help="registry administration")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     add = admin_sub.add_parser("add-gateway", help="register a gateway so its telemetry is stored")
@@ -70,7 +73,10 @@ def _settings() -> CloudSettings | None:
     except ValidationError as exc:
         for error in exc.errors():
             name = "HOMEWATT_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"homewatt-cloud: {name}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            # a check across settings names them in its message
+            print(f"homewatt-cloud: {name + ': ' if error['loc'] else ''}{message}",
+                  file=sys.stderr)
         return None
 
 
@@ -179,6 +185,20 @@ def _admin(settings: CloudSettings, args: argparse.Namespace) -> int:
     return _add_gateways(settings, args)
 
 
+def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port, args.log_level)
+    if args.command == "migrate":
+        store = build_store(settings)
+        migrate.upgrade(store.engine)
+        print(f"schema is at head: {store.engine.url.render_as_string()}")
+        return 0
+    if args.command in BROKER_COMMANDS:
+        return run_broker_command(settings, args)
+    handler = run_backup_command if args.command in BACKUP_COMMANDS else _admin
+    return handler(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings()
@@ -188,15 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=args.log_level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            return _serve(settings, args.host, args.port, args.log_level)
-        if args.command == "migrate":
-            store = build_store(settings)
-            migrate.upgrade(store.engine)
-            print(f"schema is at head: {store.engine.url.render_as_string()}")
-            return 0
-        handler = run_backup_command if args.command in BACKUP_COMMANDS else _admin
-        return handler(settings, args)
+        return _dispatch(settings, args)
+    except SettingsError as exc:
+        print(f"homewatt-cloud: {exc}", file=sys.stderr)
+        return 2
     except CloudSyncError as exc:
         print(f"homewatt-cloud: {exc}", file=sys.stderr)
         return 1
