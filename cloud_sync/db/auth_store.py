@@ -21,7 +21,6 @@ from cloud_sync.ports import User
 from cloud_sync.registry_rules import new_id
 
 
-
 @dataclass(frozen=True)
 class Member:
     user_id: str

@@ -22,7 +22,6 @@ from cloud_sync.ports import Device, Gateway, Home
 from cloud_sync.registry_rules import device_id_for, new_id
 
 
-
 def _device(row: sa.Row[Any]) -> Device:
     m = row._mapping
     return Device(m["id"], m["gateway_id"], m["kind"], json.loads(m["capabilities"]),
