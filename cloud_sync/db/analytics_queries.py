@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 
 from cloud_sync.analytics.home import Row
 from cloud_sync.analytics.recommend import FlexibleLoad
 from cloud_sync.analytics.tariffs import PricePoint, Tariff, parse_tariff
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.breaker import CircuitBreaker
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema_analytics import (
     energy_15m,
     energy_daily,
@@ -59,7 +59,7 @@ def _schedule(row: sa.Row[Any]) -> Schedule:
 
 
 class SqlAnalyticsStore:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 

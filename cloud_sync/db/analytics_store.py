@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-import pybreaker
 import sqlalchemy as sa
 
 from cloud_sync.analytics.rollup import (
@@ -34,10 +33,11 @@ from cloud_sync.analytics.rollup import (
     floor_quarter,
     power_buckets,
 )
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.db.analytics_marks import mark_range
 from cloud_sync.db.analytics_series import series_ranges
 from cloud_sync.db.analytics_writes import BucketWriter
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema import readings
 from cloud_sync.db.schema_analytics import analytics_claims, analytics_dirty, analytics_zones
 
@@ -70,7 +70,7 @@ def merge_ranges(ranges: Sequence[tuple[int, int]], gap_ms: int = _MERGE_GAP_MS
 class SqlRollupStore:
     """Shares the engine and the database breaker with the other stores."""
 
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker,
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker,
                  zone_of: Callable[[str], ZoneInfo], rules: CounterRules = DEFAULT_RULES
                  ) -> None:
         self.engine = engine
