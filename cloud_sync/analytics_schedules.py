@@ -35,8 +35,6 @@ class ScheduleStore(Protocol):
 
 
 class CommandMaker(Protocol):
-    def device(self, device_id: str) -> Device | None: ...
-
     def create_command(self, device: Device, idempotency_key: str, request: CommandRequest,
                        now_ms: int, limits: CommandLimits, *, traceparent: str | None = None,
                        ) -> tuple[StoredCommand, bool]: ...
@@ -60,11 +58,13 @@ class ScheduleRunner:
     """``run_once`` fires every due schedule; synchronous, for tests and the worker."""
 
     def __init__(self, store: ScheduleStore, commands: CommandMaker,
+                 device_of: Callable[[str], Device | None],
                  zone_of_home: Callable[[str], ZoneInfo], limits: CommandLimits, *,
                  now_ms: Callable[[], int], ttl_s: int = 300,
                  wake: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.commands = commands
+        self.device_of = device_of
         self.zone_of_home = zone_of_home
         self.limits = limits
         self.now_ms = now_ms
@@ -75,7 +75,7 @@ class ScheduleRunner:
     def fire(self, schedule: Schedule) -> int | None:
         now = self.now_ms()
         tz = self.zone_of_home(schedule.home_id)
-        device = self.commands.device(schedule.device_id)
+        device = self.device_of(schedule.device_id)
         following = next_switch(schedule.on_at, schedule.off_at, now, tz)
         if device is None:
             self.stats.missing_device += 1

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from cloud_sync.analytics_wiring import build_analytics
 from cloud_sync.api import ApiContext, create_app
 from cloud_sync.auth import Access, AuthContext
 from cloud_sync.auth.rate_limit import SlidingWindowLimiter
@@ -213,13 +214,17 @@ def build_service(settings: CloudSettings) -> CloudService:
                        **{f"acks_{k}": v for k, v in acks.stats.as_dict().items()}})
     registry = SqlRegistryStore(store.engine, store.breaker)
     auth_store = SqlAuthStore(store.engine, store.breaker)
+    analytics_routes, analytics_workers = build_analytics(
+        settings, store=store, registry=registry, commands=command_store, now_ms=now_ms,
+        wake_dispatcher=dispatcher.wake)
     app = create_app(ApiContext(
         store=store, health=health, now_ms=now_ms, auth=build_auth(settings, registry, auth_store),
         publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
         routes=[lambda a: register_auth(a, auth_store, registry),
-                lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms))]))
+                lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
+                analytics_routes]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated, router)
+                        migrated, router, services=analytics_workers)
 
 
 def _mqtt_tls(settings: CloudSettings) -> MqttTls | None:
