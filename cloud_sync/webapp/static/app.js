@@ -21,7 +21,7 @@ async function api(path, options = {}) {
   return body;
 }
 
-const kwh = (v) => `${(v ?? 0).toFixed(2)} kWh`;
+const kwh = (v) => (Math.abs(v ?? 0) < 1 ? `${Math.round((v ?? 0) * 1000)} Wh` : `${v.toFixed(2)} kWh`);
 const watts = (v) => (Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(2)} kW` : `${Math.round(v)} W`);
 const money = (v, currency) => `${(v ?? 0).toFixed(2)} ${currency || ""}`.trim();
 const pct = (v) => (v == null ? "-" : `${Math.round(v)} %`);
