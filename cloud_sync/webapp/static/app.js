@@ -107,36 +107,39 @@ async function refreshFlow() {
   line(70, 110, 210, 110, grid, grid >= 0 ? "var(--imp)" : "var(--exp)");
   line(210, 40, 210, 110, pv, "var(--pv)");
   const devices = Object.entries(live.devices_w || {});
-  devices.forEach(([id, w], i) => line(210, 110, 350, 40 + i * 60, w, "var(--use)"));
+  devices.forEach(([id, w], i) => line(244, 110, 370, 30 + i * 40, w, "var(--use)"));
   node(70, 110, "Grid", `${grid >= 0 ? "↓" : "↑"} ${watts(Math.abs(grid))}`, "var(--imp)");
   node(210, 40, "Solar", watts(pv), "var(--pv)");
   node(210, 150, "Home", watts(home), "var(--use)");
   line(210, 110, 210, 116, home, "var(--use)");
   devices.forEach(([id, w], i) => {
-    root.append(svg("text", { x: 350, y: 44 + i * 60, "font-size": 12 }, `${id}: ${watts(w)}`));
+    root.append(svg("text", { x: 376, y: 34 + i * 40, "font-size": 12 }, `${id} ${watts(w)}`));
   });
   $("flow-time").textContent = live.ts_ms ? `as of ${new Date(live.ts_ms).toLocaleTimeString()}` : "no readings yet";
 }
 
 // -- energy and cost ----------------------------------------------------------------------
 
-function barChart(root, items, labelOf) {
+function barChart(root, items, slots, slotOf, labelOf) {
+  // one group of bars per slot (hour of the day, day of the month), empty slots left blank
   root.replaceChildren();
   const w = Number(root.viewBox.baseVal.width), h = Number(root.viewBox.baseVal.height) - 20;
   const max = Math.max(0.001, ...items.map((i) => Math.max(i.consumption_kwh, i.pv_kwh)));
-  const step = w / Math.max(1, items.length);
-  items.forEach((it, n) => {
-    const x = n * step, bw = Math.max(1, step / 3 - 1);
+  const step = w / slots, bw = Math.max(1, step / 3 - 1);
+  for (let n = 0; n < slots; n++) {
+    if (slots <= 31 && (n % (slots > 24 ? 5 : 3) === 0)) {
+      root.append(svg("text", { x: n * step + step / 2, y: h + 14, "text-anchor": "middle", "font-size": 10 }, labelOf(n)));
+    }
+  }
+  for (const it of items) {
+    const x = slotOf(it) * step;
     const bar = (dx, v, color, name) => root.append(svg("rect", {
       x: x + dx, y: h - (v / max) * h, width: bw, height: (v / max) * h, fill: color,
-      "data-kwh": v.toFixed(3), class: name }, undefined));
+      "data-kwh": v.toFixed(4), class: name }));
     bar(1, it.consumption_kwh, "var(--use)", "use");
     bar(1 + bw, it.pv_kwh, "var(--pv)", "pv");
     bar(1 + 2 * bw, it.grid_import_kwh, "var(--imp)", "imp");
-    if (items.length <= 31 || n % 4 === 0) {
-      root.append(svg("text", { x: x + step / 2, y: h + 14, "text-anchor": "middle", "font-size": 10 }, labelOf(it)));
-    }
-  });
+  }
 }
 
 async function refreshToday() {
@@ -147,8 +150,8 @@ async function refreshToday() {
   $("today-pv").textContent = kwh(t.pv_kwh);
   $("today-import").textContent = kwh(t.grid_import_kwh);
   $("today-export").textContent = kwh(t.grid_export_kwh);
-  $("today-cost").textContent = money(costs.total.net_cost, costs.currency);
-  barChart($("today-chart"), energy.items, (it) => it.start.slice(11, 13));
+  $("today-cost").textContent = costs.tariff ? money(costs.total.net_cost, costs.currency) : "no tariff set";
+  barChart($("today-chart"), energy.items, 24, (it) => Number(it.start.slice(11, 13)), (n) => `${n}h`);
 }
 
 async function refreshMonth() {
@@ -156,9 +159,9 @@ async function refreshMonth() {
     api(homePath("/energy?period=month&resolution=day")), api(homePath("/costs?period=month")),
     api(homePath("/insights?period=month"))]);
   $("month-consumption").textContent = kwh(energy.totals.consumption_kwh);
-  $("month-cost").textContent = money(costs.total.net_cost, costs.currency);
+  $("month-cost").textContent = costs.tariff ? money(costs.total.net_cost, costs.currency) : "no tariff set";
   $("month-autarky").textContent = pct(insights.self_sufficiency_pct);
-  barChart($("month-chart"), energy.items, (it) => it.start.slice(8, 10));
+  barChart($("month-chart"), energy.items, 31, (it) => Number(it.start.slice(8, 10)) - 1, (n) => `${n + 1}`);
 }
 
 // -- devices and commands -----------------------------------------------------------------
