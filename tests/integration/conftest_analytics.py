@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
 from cloud_sync.analytics import calendar
 from edge_agent.counter_guard import CounterGuard
 from protocols import Reading, TelemetryBatch, Unit
@@ -94,3 +96,42 @@ class RecordedHome:
 def batches(readings: list[Reading], size: int = 500, gw: str = GW) -> list[TelemetryBatch]:
     return [TelemetryBatch(gateway_id=gw, readings=readings[i:i + size])
             for i in range(0, len(readings), size)]
+
+
+ANALYTICS_TABLES = {"energy_15m", "energy_hourly", "energy_daily", "analytics_dirty",
+                    "analytics_claims", "analytics_zones", "analytics_tariffs",
+                    "analytics_prices", "analytics_flexible_loads", "analytics_schedules"}
+
+
+def fill_analytics(conn: sa.Connection) -> None:
+    """Fixed rows in every analytics table (revision 0008), for the migration and backup
+    tests: unicode, NULLs, floats, booleans."""
+    from cloud_sync.db import schema_analytics as t
+
+    series = {"gateway_id": "gw-1", "meter_id": "grid", "channel": "energy_import"}
+    for table in (t.energy_15m, t.energy_hourly):
+        conn.execute(table.insert(), [{**series, "bucket_ms": 1_700_000_100_000 + k * 900_000,
+                                       "wh": 12.5 + k, "flags": k % 3} for k in range(4)])
+    conn.execute(t.energy_daily.insert(), [{**series, "day": "2023-11-14",
+                                            "start_ms": 1_699_916_400_000,
+                                            "end_ms": 1_700_002_800_000, "wh": 321.25,
+                                            "flags": 1}])
+    conn.execute(t.analytics_dirty.insert(), [{**series, "from_ms": 1_700_002_800_000,
+                                               "to_ms": 1_700_006_400_000, "gen": 3}])
+    conn.execute(t.analytics_claims.insert(), [{**series, "owner": "ab12", "expires_at": 1}])
+    conn.execute(t.analytics_zones.insert(), [{"gateway_id": "gw-1",
+                                               "timezone": "Europe/Berlin"}])
+    conn.execute(t.tariffs.insert(), [{"home_id": "home-1", "valid_from_ms": 0,
+                                       "body": '{"currency": "EUR", "note": "Grundpreis ü"}'}])
+    conn.execute(t.prices.insert(), [{"home_id": "home-1", "start_ms": 1_700_000_100_000,
+                                      "end_ms": 1_700_003_700_000, "import_price": 0.1234,
+                                      "export_price": None}])
+    conn.execute(t.flexible_loads.insert(), [{"home_id": "home-1",
+                                              "meter_device_id": "gw-1.grid",
+                                              "actuator_device_id": "dev-1",
+                                              "label": "Boiler ☀"}])
+    conn.execute(t.schedules.insert(), [{"id": "s1", "home_id": "home-1", "device_id": "dev-1",
+                                         "on_at": "00:00", "off_at": "01:00",
+                                         "recommendation": '{"id": "r1"}',
+                                         "created_at": 1_700_000_000_000,
+                                         "next_run_ms": 1_700_000_900_000, "active": True}])
