@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from cloud_sync.analytics.home import Row
 from cloud_sync.analytics.recommend import FlexibleLoad
 from cloud_sync.analytics.tariffs import PricePoint, Tariff, parse_tariff
-from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.guarded import guard_db
+from cloud_sync.db.guarded import GuardedStore
 from cloud_sync.db.schema_analytics import (
     energy_15m,
     energy_daily,
@@ -58,23 +57,7 @@ def _schedule(row: sa.Row[Any]) -> Schedule:
                     int(m["next_run_ms"]), bool(m["active"]))
 
 
-class SqlAnalyticsStore:
-    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
-        self.engine = engine
-        self.breaker = breaker
-
-    def _read(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.connect() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
-
-    def _write(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.begin() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
-
+class SqlAnalyticsStore(GuardedStore):
     # -- rollups ---------------------------------------------------------------------------
 
     def rollup_rows(self, meters: Sequence[tuple[str, str]], resolution: Resolution,

@@ -37,7 +37,7 @@ from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.db.analytics_marks import mark_range
 from cloud_sync.db.analytics_series import series_ranges
 from cloud_sync.db.analytics_writes import BucketWriter
-from cloud_sync.db.guarded import guard_db
+from cloud_sync.db.guarded import GuardedStore, guard_db
 from cloud_sync.db.schema import readings
 from cloud_sync.db.schema_analytics import analytics_claims, analytics_dirty, analytics_zones
 
@@ -67,14 +67,14 @@ def merge_ranges(ranges: Sequence[tuple[int, int]], gap_ms: int = _MERGE_GAP_MS
     return merged
 
 
-class SqlRollupStore:
-    """Shares the engine and the database breaker with the other stores."""
+class SqlRollupStore(GuardedStore):
+    """Shares the engine and the database breaker with the other stores; ``zone_of`` gives a
+    gateway's home zone (``GatewayZones``)."""
 
     def __init__(self, engine: sa.Engine, breaker: CircuitBreaker,
                  zone_of: Callable[[str], ZoneInfo], rules: CounterRules = DEFAULT_RULES
                  ) -> None:
-        self.engine = engine
-        self.breaker = breaker
+        super().__init__(engine, breaker)
         self.zone_of = zone_of
         self.rules = rules
         self.owner = secrets.token_hex(8)
