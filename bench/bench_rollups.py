@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -178,7 +179,8 @@ def table_sizes(url: str) -> dict[str, Any]:
 def run(homes: int = 1000, days: int = 365, workers: int = 2) -> dict[str, Any]:
     quarters = days * 96
     result: dict[str, Any] = {"homes": homes, "days": days, "series": homes * 3,
-                              "zone": "Europe/Berlin"}
+                              "zone": "Europe/Berlin",
+                              "load_average_at_start": [round(v, 1) for v in os.getloadavg()]}
     with throwaway_postgres() as url:
         engine = make_engine(url)
         migrate.upgrade(engine)
@@ -205,6 +207,7 @@ def run(homes: int = 1000, days: int = 365, workers: int = 2) -> dict[str, Any]:
         print("live quarter ...", flush=True)
         result["live"] = {"ingest": ingest(url, live), "job": run_inline(url)}
         result["sizes"] = table_sizes(url)
+        result["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
         engine.dispose()
     return result
 
@@ -250,5 +253,8 @@ def render(result: dict[str, Any]) -> list[str]:
         "",
         "Rows and size on disk (table + indexes): " + ", ".join(
             f"`{name}` {v['rows']:,} rows, {v['mb']:,} MB" for name, v in sizes.items()) + ".",
-        f"Work split between the job processes (series each): {full['per_worker_series']}.",
+        f"Work split between the job processes (series each): {full['per_worker_series']}. "
+        "Load average (1/5/15 min) at start and end: "
+        f"{result.get('load_average_at_start')} / {result.get('load_average_at_end')} "
+        "(other work shares the 2 cores).",
     ]

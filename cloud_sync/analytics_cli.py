@@ -40,6 +40,9 @@ def _say(line: str) -> None:
 
 
 def run_analytics_command(settings: CloudSettings, args: argparse.Namespace) -> int:
+    if args.analytics_command == "run" and args.batch < 1:
+        print("homewatt-cloud: --batch must be at least 1", file=sys.stderr)
+        return 2
     store = build_store(settings)
     try:
         migrate.upgrade(store.engine)
@@ -52,9 +55,6 @@ def run_analytics_command(settings: CloudSettings, args: argparse.Namespace) -> 
         if args.analytics_command == "status":
             _say(f"{rollups.pending()} dirty marks waiting")
             return 0
-        if args.batch < 1:
-            print("homewatt-cloud: --batch must be at least 1", file=sys.stderr)
-            return 2
         return _run(RollupJob(rollups, batch=args.batch, zones=zones.zones), rollups)
     finally:
         store.engine.dispose()
