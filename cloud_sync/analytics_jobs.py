@@ -87,14 +87,26 @@ class RollupJob:
 
 class RollupWorker(WorkerThread):
     """Runs the job every ``interval_s`` (and at once on :meth:`wake`); a database outage is
-    retried with backoff, never fatal."""
+    retried with backoff, never fatal.
+
+    Ingestion comes first: while ``busy()`` says telemetry is waiting to be stored (a backlog
+    drain after an outage), the job waits - it would take the process's CPU from the pipeline
+    that guarantees no reading is lost - for at most ``max_defer_s``, so rollups lag a drain but
+    are never starved. Between rounds it checks again and yields as soon as ingestion is busy.
+    """
 
     thread_name = "rollup-job"
 
-    def __init__(self, job: RollupJob, interval_s: float = 30.0) -> None:
+    def __init__(self, job: RollupJob, interval_s: float = 30.0, *,
+                 busy: Callable[[], bool] = lambda: False, max_defer_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.job = job
         self.interval_s = interval_s
+        self.busy = busy
+        self.max_defer_s = max_defer_s
+        self.clock = clock
+        self.deferrals = 0
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -103,11 +115,35 @@ class RollupWorker(WorkerThread):
     def _wake_for_stop(self) -> None:
         self._wake.set()
 
+    def _idle(self) -> bool:
+        """Not busy now and half a second later (a queue can be empty between two groups)."""
+        return not self.busy() and not self._stop.wait(0.5) and not self.busy()
+
+    def _defer_while_busy(self) -> bool:
+        """Wait while ingestion is busy; ``True`` when the wait ran out (still busy)."""
+        deadline = self.clock() + self.max_defer_s
+        deferred = False
+        while not self._stop.is_set() and not self._idle():
+            deferred = True
+            if self.clock() >= deadline:
+                self.deferrals += 1
+                return True
+        self.deferrals += int(deferred)
+        return False
+
+    def _round(self, *, yield_to_ingest: bool) -> None:
+        if self.job.zones is not None:
+            self.job.store.sync_zones(self.job.zones())
+        while not self._stop.is_set() and self.job.run_once():
+            if yield_to_ingest and self.busy():
+                break
+
     def _run(self) -> None:
         delay = self.interval_s
         while not self._stop.is_set():
+            forced = self._defer_while_busy()
             try:
-                self.job.run_until_clean(max_rounds=100)
+                self._round(yield_to_ingest=not forced)  # forced: catch up fully this time
                 delay = self.interval_s
             except StorageUnavailable as exc:
                 self.job.stats.db_failures += 1

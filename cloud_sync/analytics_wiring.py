@@ -31,10 +31,13 @@ from cloud_sync.worker_thread import WorkerThread
 def build_analytics(settings: CloudSettings, *, store: SqlTelemetryStore,
                     registry: SqlRegistryStore, commands: CommandMaker,
                     now_ms: Callable[[], int], wake_dispatcher: Callable[[], None],
+                    ingest_busy: Callable[[], bool] = lambda: False,
                     ) -> tuple[Callable[[FastAPI], None], list[WorkerThread]]:
+    """``ingest_busy`` tells the rollup job that telemetry is waiting to be stored."""
     zones = GatewayZones(store.engine)
     rollups = RollupWorker(RollupJob(SqlRollupStore(store.engine, store.breaker, zones),
-                                     zones=zones.zones), settings.analytics_interval_s)
+                                     zones=zones.zones), settings.analytics_interval_s,
+                           busy=ingest_busy)
     analytics = SqlAnalyticsStore(store.engine, store.breaker)
 
     def home_zone(home_id: str) -> ZoneInfo:

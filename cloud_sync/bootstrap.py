@@ -216,7 +216,7 @@ def build_service(settings: CloudSettings) -> CloudService:
     auth_store = SqlAuthStore(store.engine, store.breaker)
     analytics_routes, analytics_workers = build_analytics(
         settings, store=store, registry=registry, commands=command_store, now_ms=now_ms,
-        wake_dispatcher=dispatcher.wake)
+        wake_dispatcher=dispatcher.wake, ingest_busy=lambda: worker.queue_depth > 0)
     app = create_app(ApiContext(
         store=store, health=health, now_ms=now_ms, auth=build_auth(settings, registry, auth_store),
         publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
