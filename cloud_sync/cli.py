@@ -25,6 +25,8 @@ from cloud_sync.db.commands_store import SqlCommandStore
 from cloud_sync.db.store import DB_ERRORS, now_ms
 from cloud_sync.errors import CloudSyncError, NotFound, SettingsError
 from cloud_sync.logs import configure_logging
+from cloud_sync.provisioning_cli import COMMANDS as PROVISIONING_COMMANDS
+from cloud_sync.provisioning_cli import add_provisioning_admin_parsers, run_provisioning_admin
 from cloud_sync.settings import CloudSettings
 from observability.tracing import configure_tracing, shutdown_tracing
 from protocols.commands import Action
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated actions: " + ", ".join(a.value for a in Action))
     dev.add_argument("--kind", default="device", help="free-form kind (relay, heatpump, evse)")
     dev.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_provisioning_admin_parsers(admin_sub)
     return parser
 
 
@@ -180,6 +183,8 @@ def _add_device(settings: CloudSettings, args: argparse.Namespace) -> int:
 
 
 def _admin(settings: CloudSettings, args: argparse.Namespace) -> int:
+    if args.admin_command in PROVISIONING_COMMANDS:
+        return run_provisioning_admin(settings, args)
     if args.admin_command == "add-device":
         return _add_device(settings, args)
     return _add_gateways(settings, args)
