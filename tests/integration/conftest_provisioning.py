@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,12 +83,26 @@ class Harness:
         return self.send(topic, payload, dup=dup)
 
 
-@pytest.fixture
-def harness(db_url: str, tmp_path: Path) -> Iterator[Harness]:
-    engine = make_engine(db_url)
+@contextmanager
+def _harness(url: str, tmp_path: Path) -> Iterator[Harness]:
+    engine = make_engine(url)
     migrate.upgrade(engine)
     try:
         yield Harness(SqlProvisioningStore(engine, make_db_breaker(3, 1.0)),
                       CertificateAuthority.init(tmp_path / "ca"))
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def harness(db_url: str, tmp_path: Path) -> Iterator[Harness]:
+    """On SQLite and PostgreSQL: for what depends on transactions and locks."""
+    with _harness(db_url, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
+    """On SQLite only: for request checks that never reach a second transaction."""
+    with _harness(f"sqlite:///{tmp_path / 'cloud.sqlite'}", tmp_path) as made:
+        yield made

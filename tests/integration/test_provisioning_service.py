@@ -26,6 +26,7 @@ from tests.integration.conftest_provisioning import (  # noqa: F401 - fixture
     REGISTER_TOPIC,
     Harness,
     harness,
+    sqlite_harness,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -115,20 +116,20 @@ def test_a_claim_code_provisions_one_gateway(harness: Harness) -> None:
     (None, "carries no claim code"),
     ("ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ", "is not known"),
 ])
-def test_csr_without_a_valid_claim_gets_no_certificate(harness: Harness, code: str | None,
+def test_csr_without_a_valid_claim_gets_no_certificate(sqlite_harness: Harness, code: str | None,
                                                        problem: str) -> None:
-    outcome, error = harness.create(_key(), "gw-1", code)
+    outcome, error = sqlite_harness.create(_key(), "gw-1", code)
     assert outcome == "rejected" and error["statusCode"] == 403 and problem in error["errorMessage"]
-    assert _rows(harness, certificates) == []
+    assert _rows(sqlite_harness, certificates) == []
 
 
-def test_expired_claim_and_expired_token_are_refused(harness: Harness) -> None:
-    code = harness.claim(ttl_ms=1000)
-    harness.now += 1000
-    assert "expired" in harness.create(_key(), "gw-1", code)[1]["errorMessage"]
-    _, grant = harness.create(_key(), "gw-2", harness.claim())
-    harness.now += 3600 * 1000
-    outcome, error = harness.register(grant["certificateOwnershipToken"], "2")
+def test_expired_claim_and_expired_token_are_refused(sqlite_harness: Harness) -> None:
+    code = sqlite_harness.claim(ttl_ms=1000)
+    sqlite_harness.now += 1000
+    assert "expired" in sqlite_harness.create(_key(), "gw-1", code)[1]["errorMessage"]
+    _, grant = sqlite_harness.create(_key(), "gw-2", sqlite_harness.claim())
+    sqlite_harness.now += 3600 * 1000
+    outcome, error = sqlite_harness.register(grant["certificateOwnershipToken"], "2")
     assert outcome == "rejected" and "expired" in error["errorMessage"]
 
 
@@ -162,32 +163,32 @@ def test_another_homes_gateway_name_is_refused(harness: Harness) -> None:
     (b'{"certificateSigningRequest": "-----BEGIN CERTIFICATE REQUEST-----\\nAAAA"}',
      "InvalidCertificateSigningRequest"),
 ])
-def test_malformed_requests_are_rejected_and_acked(harness: Harness, payload: bytes,
+def test_malformed_requests_are_rejected_and_acked(sqlite_harness: Harness, payload: bytes,
                                                    code: str) -> None:
-    outcome, error = harness.send(CREATE_FROM_CSR_TOPIC, payload)
+    outcome, error = sqlite_harness.send(CREATE_FROM_CSR_TOPIC, payload)
     assert (outcome, error["statusCode"], error["errorCode"]) == ("rejected", 400, code)
-    assert harness.bus.acked == [1]
+    assert sqlite_harness.bus.acked == [1]
 
 
 @pytest.mark.parametrize("name", ["homewatt+claim", "gw/1", "x" * 65])
-def test_csr_may_not_ask_for_a_service_identity_or_invalid_name(harness: Harness,
+def test_csr_may_not_ask_for_a_service_identity_or_invalid_name(sqlite_harness: Harness,
                                                                 name: str) -> None:
-    outcome, error = harness.create(_key(), name, harness.claim())
+    outcome, error = sqlite_harness.create(_key(), name, sqlite_harness.claim())
     assert outcome == "rejected" and error["errorCode"] == "InvalidCertificateSigningRequest"
 
 
-def test_unsent_reply_leaves_the_request_unacked(harness: Harness) -> None:
-    code = harness.claim()
-    harness.bus.connected = False
-    harness.service.handle(InboundMessage(CREATE_FROM_CSR_TOPIC, b"{}", 7, 1))
-    assert harness.bus.acked == [] and harness.service.stats.replies_unsent == 1
-    harness.bus.connected = True
-    assert harness.create(_key(), "gw-1", code)[0] == "accepted"
+def test_unsent_reply_leaves_the_request_unacked(sqlite_harness: Harness) -> None:
+    code = sqlite_harness.claim()
+    sqlite_harness.bus.connected = False
+    sqlite_harness.service.handle(InboundMessage(CREATE_FROM_CSR_TOPIC, b"{}", 7, 1))
+    assert sqlite_harness.bus.acked == [] and sqlite_harness.service.stats.replies_unsent == 1
+    sqlite_harness.bus.connected = True
+    assert sqlite_harness.create(_key(), "gw-1", code)[0] == "accepted"
 
 
-def test_database_outage_sends_no_reply_and_no_ack(harness: Harness, tmp_path) -> None:
+def test_database_outage_sends_no_reply_and_no_ack(sqlite_harness: Harness, tmp_path) -> None:
     dead = make_engine(f"sqlite:///{tmp_path}/missing-dir/x.sqlite")
-    harness.service._store = SqlProvisioningStore(dead, make_db_breaker(3, 1.0))
+    sqlite_harness.service._store = SqlProvisioningStore(dead, make_db_breaker(3, 1.0))
     with pytest.raises(StorageUnavailable):
-        harness.create(_key(), "gw-1", harness.claim())
-    assert harness.bus.published == [] and harness.bus.acked == []
+        sqlite_harness.create(_key(), "gw-1", sqlite_harness.claim())
+    assert sqlite_harness.bus.published == [] and sqlite_harness.bus.acked == []
