@@ -27,21 +27,24 @@ class _Connection:
     """An awscrt client that is started and known to be connected, or a clear error."""
 
     def __init__(self, endpoint: MtlsEndpoint, client_id: str, timeout_s: float) -> None:
-        self._up = threading.Event()
+        # The first attempt decides: awscrt would retry a refused TLS handshake until the
+        # timeout, and an installer should hear at once that the certificate is not accepted.
+        self._settled = threading.Event()
         self._stopped = threading.Event()
         self._failure: str | None = None
         self.client = build_client(endpoint, client_id=client_id,
-                                   on_lifecycle_connection_success=lambda _d: self._up.set(),
+                                   on_lifecycle_connection_success=lambda _d: self._settled.set(),
                                    on_lifecycle_connection_failure=self._failed,
                                    on_lifecycle_stopped=lambda _d: self._stopped.set())
         self.client.start()
-        if not self._up.wait(timeout_s):
+        if not self._settled.wait(timeout_s) or self._failure is not None:
             self.close()
             why = self._failure or f"no answer within {timeout_s:.0f}s"
             raise ProvisionError(f"cannot connect to {endpoint.host}:{endpoint.port}: {why}")
 
     def _failed(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         self._failure = crt_error(data.exception) if data.exception else "refused"
+        self._settled.set()
 
     def close(self) -> None:
         self.client.stop()

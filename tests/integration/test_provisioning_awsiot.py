@@ -16,9 +16,11 @@ from awsiot import V2ServiceException, iotidentity, mqtt5_client_builder
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cloud_sync.bootstrap import CloudService, load_settings
-from cloud_sync.ca import key_pem, write_private, write_public
+from cloud_sync.ca import CertificateAuthority, key_pem, write_private, write_public
 from cloud_sync.db.provisioning_store import SqlProvisioningStore
 from cloud_sync.provisioning_rules import claim_code_digest, new_claim_code
+from edge_agent.provision import ProvisionError, ProvisionRequest
+from edge_agent.provision_channel import AwsIotIdentityChannel
 from protocols import TelemetryAck, decode, encode, topics
 from tests.integration.conftest_cloud import make_batch, started, wait_until
 from tests.integration.conftest_provisioning import NOW, csr_pem
@@ -141,3 +143,17 @@ def test_iot_identity_client_provisions_a_gateway_that_then_sends_telemetry(
         wait_until(lambda: len(cloud.store.latest("gw-0042")) == 1, what="stored reading")
     finally:
         gateway.close()
+
+
+def test_a_claim_certificate_the_broker_refuses_is_reported(tls_broker: TlsBroker,
+                                                            tmp_path: Path) -> None:
+    rogue = CertificateAuthority.init(tmp_path / "rogue-ca")
+    key, cert = rogue.issue_client(CLAIM_IDENTITY)
+    write_private(tmp_path / "rogue.key", key_pem(key))
+    write_public(tmp_path / "rogue.crt", cert.pem.encode())
+    request = ProvisionRequest(broker_url=f"mqtts://localhost:{tls_broker.port}",
+                               claim_cert=tmp_path / "rogue.crt", claim_key=tmp_path / "rogue.key",
+                               claim_code="x", serial="1", ca_file=tls_broker.ca_file,
+                               timeout_s=20)
+    with pytest.raises(ProvisionError, match=r"cannot connect to localhost.*Check --broker"):
+        AwsIotIdentityChannel.open(request)
