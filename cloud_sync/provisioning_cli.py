@@ -5,28 +5,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 from cloud_sync.db import migrate
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.provisioning_store import SqlProvisioningStore
 from cloud_sync.db.store import make_db_breaker, now_ms
+from cloud_sync.errors import BadInput, NotFound
 from cloud_sync.provisioning_rules import (
     Template,
     check_template_definition,
     claim_code_digest,
     new_claim_code,
 )
+from cloud_sync.registry_rules import check_home_id
 from cloud_sync.settings import CloudSettings
 
 COMMANDS = ("create-claim", "add-template", "certificates")
-HOME_ID = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 MAX_CLAIM_TTL_H = 24 * 30
 
 
 def add_provisioning_admin_parsers(admin: argparse._SubParsersAction[argparse.ArgumentParser],
                                    ) -> None:
+    """Adds the subcommands (``admin`` gives each its ``--json``)."""
     claim = admin.add_parser(
         "create-claim", help="a one-time claim code that provisions one gateway into a home",
         description="Prints a claim code for HOME. The installer passes it to "
@@ -36,7 +37,6 @@ def add_provisioning_admin_parsers(admin: argparse._SubParsersAction[argparse.Ar
     claim.add_argument("--home", required=True, help="the home the gateway will belong to")
     claim.add_argument("--ttl-hours", type=float, default=24.0,
                        help=f"validity (default 24, at most {MAX_CLAIM_TTL_H})")
-    claim.add_argument("--json", action="store_true", help="print the result as JSON")
     template = admin.add_parser(
         "add-template", help="create or replace a provisioning template",
         description="A template turns RegisterThing parameters into a thing name. Example: "
@@ -52,7 +52,6 @@ def add_provisioning_admin_parsers(admin: argparse._SubParsersAction[argparse.Ar
     template.add_argument("--disabled", action="store_true", help="refuse provisioning with it")
     certs = admin.add_parser("certificates", help="list certificates and their status")
     certs.add_argument("--gateway", help="only this gateway's (or CN's) certificates")
-    certs.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def run_provisioning_admin(settings: CloudSettings, args: argparse.Namespace) -> int:
@@ -63,8 +62,10 @@ def run_provisioning_admin(settings: CloudSettings, args: argparse.Namespace) ->
             return _bad(made)
         template = made
     elif args.admin_command == "create-claim":
-        if not HOME_ID.match(args.home):
-            return _bad(f"--home {args.home!r} must be 1-64 of A-Z a-z 0-9 : _ . -")
+        try:
+            check_home_id(args.home)
+        except BadInput as exc:
+            return _bad(f"--home {args.home!r}: {exc}")
         if not 0 < args.ttl_hours <= MAX_CLAIM_TTL_H:
             return _bad(f"--ttl-hours must be more than 0 and at most {MAX_CLAIM_TTL_H}")
     engine = make_engine(settings.effective_db_url)
@@ -76,7 +77,10 @@ def run_provisioning_admin(settings: CloudSettings, args: argparse.Namespace) ->
             _out(f"template {template.name} {'created' if created else 'replaced'}: thing name "
                  f"{template.thing_name}")
         elif args.admin_command == "create-claim":
-            _create_claim(store, args)
+            try:
+                _create_claim(store, args)
+            except NotFound as exc:
+                return _bad(f"--home: {exc} (create it: homewatt-cloud admin create-home)")
         else:
             _list_certificates(store, args)
     finally:

@@ -14,19 +14,19 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import pybreaker
 import sqlalchemy as sa
 
 from cloud_sync.ca import IssuedCertificate
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import GuardedStore
 from cloud_sync.db.schema import gateways
 from cloud_sync.db.schema_provisioning import (
     certificates,
     provisioning_claims,
     provisioning_templates,
 )
+from cloud_sync.db.schema_registry import homes
+from cloud_sync.errors import NotFound
 from cloud_sync.provisioning_rules import (
     ProvisioningError,
     RegisterRequest,
@@ -75,29 +75,32 @@ class _Pending:
     home_id: str | None
 
 
+def _home_is_live(conn: sa.Connection, home_id: str) -> bool:
+    return conn.scalar(sa.select(homes.c.id).where(homes.c.id == home_id,
+                                                   homes.c.deleted_at.is_(None))) is not None
+
+
 def _refuse(status: int, code: str, message: str) -> ProvisioningError:
     return ProvisioningError(status, code, message)
 
 
-class SqlProvisioningStore:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
-        self.engine = engine
-        self.breaker = breaker
-
+class SqlProvisioningStore(GuardedStore):
     # -- claims ---------------------------------------------------------------------------
 
     def create_claim(self, home_id: str, code_digest: str, *, expires_at: int,
                      now: int) -> str:
-        """Store a claim (its code only as a digest); returns the claim's id."""
+        """Store a claim (its code only as a digest); returns the claim's id. Raises
+        ``NotFound`` for a home that does not exist (or was deleted)."""
         claim_id = secrets.token_hex(8)
 
-        def run() -> str:
-            with self.engine.begin() as conn:
-                conn.execute(provisioning_claims.insert().values(
-                    id=claim_id, code_digest=code_digest, home_id=home_id, created_at=now,
-                    expires_at=expires_at, certificates_issued=0))
+        def run(conn: sa.Connection) -> str:
+            if not _home_is_live(conn, home_id):
+                raise NotFound(f"home {home_id!r} does not exist")
+            conn.execute(provisioning_claims.insert().values(
+                id=claim_id, code_digest=code_digest, home_id=home_id, created_at=now,
+                expires_at=expires_at, certificates_issued=0))
             return claim_id
-        return guard_db(self.breaker, run)
+        return self._write(run)
 
     # -- create-from-csr ------------------------------------------------------------------
 
@@ -109,19 +112,20 @@ class SqlProvisioningStore:
         Raises ``ProvisioningError`` (403) for an unknown, used, expired or exhausted claim, or
         a name that belongs to a gateway of another home; ``StorageUnavailable``.
         """
-        def run() -> CertificateGrant:
-            with self.engine.begin() as conn:
-                claim_id, home_id = self._spend_claim(conn, claim_digest, max_per_claim, now)
-                self._check_owner(conn, common_name, home_id)
-                issued = sign()
-                token = new_token()
-                conn.execute(certificates.insert().values(
-                    certificate_id=issued.certificate_id, common_name=common_name,
-                    claim_id=claim_id, home_id=home_id, status=PENDING, pem=issued.pem,
-                    not_after=issued.not_after_ms, created_at=now,
-                    token_digest=token_digest(token), token_expires_at=now + token_ttl_ms))
-                return CertificateGrant(issued.certificate_id, issued.pem, token)
-        return guard_db(self.breaker, run)
+        def run(conn: sa.Connection) -> CertificateGrant:
+            claim_id, home_id = self._spend_claim(conn, claim_digest, max_per_claim, now)
+            if not _home_is_live(conn, home_id):
+                raise _refuse(403, "InvalidClaimCode", "the claim code's home no longer exists")
+            self._check_owner(conn, common_name, home_id)
+            issued = sign()
+            token = new_token()
+            conn.execute(certificates.insert().values(
+                certificate_id=issued.certificate_id, common_name=common_name,
+                claim_id=claim_id, home_id=home_id, status=PENDING, pem=issued.pem,
+                not_after=issued.not_after_ms, created_at=now,
+                token_digest=token_digest(token), token_expires_at=now + token_ttl_ms))
+            return CertificateGrant(issued.certificate_id, issued.pem, token)
+        return self._write(run)
 
     def _spend_claim(self, conn: sa.Connection, digest: str, max_per_claim: int,
                      now: int) -> tuple[str, str]:
@@ -148,10 +152,11 @@ class SqlProvisioningStore:
                       "certificates issued without completing provisioning: ask for a new one")
 
     def _gateway_home(self, conn: sa.Connection, gateway_id: str) -> str | None:
-        """The home a gateway belongs to, as far as provisioning knows it."""
-        c = certificates.c
-        return conn.scalar(sa.select(c.home_id).where(c.gateway_id == gateway_id,
-                                                      c.status == ACTIVE).limit(1))
+        """The home a live gateway serves (the registry's word); ``None`` when it has none or
+        does not exist (a deleted gateway is revived into the new home, as the registry does)."""
+        g = gateways.c
+        return conn.scalar(sa.select(g.home_id).where(g.id == gateway_id,
+                                                      g.deleted_at.is_(None)))
 
     def _check_owner(self, conn: sa.Connection, gateway_id: str, home_id: str | None) -> None:
         owner = self._gateway_home(conn, gateway_id)
@@ -171,31 +176,30 @@ class SqlProvisioningStore:
         request that used it, which gets the stored answer again (its first reply may never
         have been published). Raises ``ProvisioningError``; ``StorageUnavailable``.
         """
-        def run() -> dict[str, object]:
-            with self.engine.begin() as conn:
-                cert = self._take_token(conn, request, request_digest, redelivered, now)
-                if isinstance(cert, dict):
-                    return cert
-                template = self.template(request.template_name, conn=conn)
-                if template is None or not template.enabled:
-                    raise _refuse(404, "ResourceNotFound",
-                                  f"provisioning template {request.template_name} does not exist")
-                thing = template.render_thing_name(request.parameters,
-                                                   cert_common_name=cert.common_name,
-                                                   cert_id=cert.certificate_id)
-                if thing != cert.common_name:
-                    raise _refuse(403, "ProvisioningRejected",
-                                  f"thing name {thing} (from the parameters) differs from the "
-                                  f"certificate's subject CN {cert.common_name}: they must be "
-                                  "equal, the CN is the gateway's MQTT identity")
-                self._check_owner(conn, thing, cert.home_id)
-                self._consume_claim(conn, cert.claim_id, thing, now)
-                response: dict[str, object] = {"thingName": thing,
-                            "deviceConfiguration": dict(template.device_configuration)}
-                self._activate(conn, cert.certificate_id, thing, request_digest=request_digest,
-                               response=response, now=now)
-                return response
-        return guard_db(self.breaker, run)
+        def run(conn: sa.Connection) -> dict[str, object]:
+            cert = self._take_token(conn, request, request_digest, redelivered, now)
+            if isinstance(cert, dict):
+                return cert
+            template = self.template(request.template_name, conn=conn)
+            if template is None or not template.enabled:
+                raise _refuse(404, "ResourceNotFound",
+                              f"provisioning template {request.template_name} does not exist")
+            thing = template.render_thing_name(request.parameters,
+                                               cert_common_name=cert.common_name,
+                                               cert_id=cert.certificate_id)
+            if thing != cert.common_name:
+                raise _refuse(403, "ProvisioningRejected",
+                              f"thing name {thing} (from the parameters) differs from the "
+                              f"certificate's subject CN {cert.common_name}: they must be "
+                              "equal, the CN is the gateway's MQTT identity")
+            self._check_owner(conn, thing, cert.home_id)
+            self._consume_claim(conn, cert.claim_id, thing, now)
+            response: dict[str, object] = {
+                "thingName": thing, "deviceConfiguration": dict(template.device_configuration)}
+            self._activate(conn, cert.certificate_id, thing, home_id=cert.home_id,
+                           request_digest=request_digest, response=response, now=now)
+            return response
+        return self._write(run)
 
     def _take_token(self, conn: sa.Connection, request: RegisterRequest, request_digest: str,
                     redelivered: bool, now: int) -> _Pending | dict[str, object]:
@@ -238,10 +242,16 @@ class SqlProvisioningStore:
                           "already used by another certificate: ask for a new one")
 
     def _activate(self, conn: sa.Connection, certificate_id: str, gateway_id: str, *,
-                  request_digest: str, response: dict[str, object], now: int) -> None:
+                  home_id: str | None, request_digest: str, response: dict[str, object],
+                  now: int) -> None:
         c = certificates.c
+        # the registry entry: the gateway joins the claim's home (a deleted one is revived)
         if conn.scalar(sa.select(gateways.c.id).where(gateways.c.id == gateway_id)) is None:
-            conn.execute(gateways.insert().values(id=gateway_id, created_at=now))
+            conn.execute(gateways.insert().values(id=gateway_id, created_at=now,
+                                                  home_id=home_id))
+        else:
+            conn.execute(gateways.update().where(gateways.c.id == gateway_id)
+                         .values(home_id=home_id, deleted_at=None))
         # A re-provisioned gateway's older certificates are superseded.
         conn.execute(certificates.update()
                      .where(c.gateway_id == gateway_id, c.status == ACTIVE)
@@ -259,13 +269,8 @@ class SqlProvisioningStore:
 
     def template(self, name: str, *, conn: sa.Connection | None = None) -> Template | None:
         stmt = sa.select(provisioning_templates).where(provisioning_templates.c.name == name)
-        if conn is not None:
-            row = conn.execute(stmt).first()
-        else:
-            def run() -> sa.Row[Any] | None:
-                with self.engine.connect() as own:
-                    return own.execute(stmt).first()
-            row = guard_db(self.breaker, run)
+        row = conn.execute(stmt).first() if conn is not None else \
+            self._read(lambda own: own.execute(stmt).first())
         if row is None:
             return None
         return Template(row.name, row.thing_name, json.loads(row.parameters),
@@ -279,15 +284,13 @@ class SqlProvisioningStore:
                   "enabled": template.enabled}
         t = provisioning_templates
 
-        def run() -> bool:
-            with self.engine.begin() as conn:
-                updated = conn.execute(t.update().where(t.c.name == template.name)
-                                       .values(**values))
-                if updated.rowcount == 1:
-                    return False
-                conn.execute(t.insert().values(name=template.name, created_at=now, **values))
-                return True
-        return guard_db(self.breaker, run)
+        def run(conn: sa.Connection) -> bool:
+            updated = conn.execute(t.update().where(t.c.name == template.name).values(**values))
+            if updated.rowcount == 1:
+                return False
+            conn.execute(t.insert().values(name=template.name, created_at=now, **values))
+            return True
+        return self._write(run)
 
     def certificates(self, gateway_id: str | None = None) -> list[StoredCertificate]:
         c = certificates.c
@@ -296,7 +299,4 @@ class SqlProvisioningStore:
         if gateway_id is not None:
             stmt = stmt.where(sa.or_(c.gateway_id == gateway_id, c.common_name == gateway_id))
 
-        def run() -> list[StoredCertificate]:
-            with self.engine.connect() as conn:
-                return [StoredCertificate(*row) for row in conn.execute(stmt)]
-        return guard_db(self.breaker, run)
+        return self._read(lambda conn: [StoredCertificate(*row) for row in conn.execute(stmt)])

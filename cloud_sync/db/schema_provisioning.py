@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from cloud_sync.db import schema_registry  # noqa: F401 - homes, which claims refer to
 from cloud_sync.db.schema import metadata
 
 provisioning_templates = sa.Table(
@@ -27,7 +28,7 @@ provisioning_claims = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("code_digest", sa.String(64), nullable=False, unique=True),
-    sa.Column("home_id", sa.String(64), nullable=False),
+    sa.Column("home_id", sa.String(64), sa.ForeignKey("homes.id"), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
     sa.Column("certificates_issued", sa.Integer, nullable=False),

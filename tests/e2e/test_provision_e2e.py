@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.bootstrap import CloudService, load_settings
+from cloud_sync.db.registry_store import SqlRegistryStore
 from edge_agent.config import load_config
 from protocols import topics
 from protocols.models import GatewayStatus, decode
@@ -56,6 +57,9 @@ def _run(cmd: list[str], env: dict[str, str], stdin: str | None = None,
 def test_installer_provisions_a_gateway_and_the_agent_runs_with_it(
         tls_broker: TlsBroker, cloud: CloudService, cloud_env: dict[str, str],
         tmp_path: Path) -> None:
+    home = _run([str(BIN / "homewatt-cloud"), "admin", "create-home", "--id", "home-1",
+                 "--name", "Müller", "--timezone", "Europe/Berlin"], cloud_env)
+    assert home.returncode == 0, home.stderr
     claimed = _run([str(BIN / "homewatt-cloud"), "admin", "create-claim", "--home", "home-1",
                     "--json"], cloud_env)
     assert claimed.returncode == 0, claimed.stderr
@@ -82,7 +86,8 @@ def test_installer_provisions_a_gateway_and_the_agent_runs_with_it(
     assert b"PRIVATE KEY" not in (tmp_path / "cloud.sqlite").read_bytes()  # never sent
     config = load_config(etc / "agent.toml")
     assert config.gateway_id == GW and config.mqtt.key_file == key
-    assert cloud.store.gateway_exists(GW)  # the registry entry
+    registered = SqlRegistryStore(cloud.engine, cloud.store.breaker).gateway(GW)
+    assert registered is not None and registered.home_id == "home-1"  # the registry entry
 
     again = _run(provision, agent_env, stdin=code + "\n")
     assert again.returncode == 2 and "already provisioned" in again.stderr

@@ -3,6 +3,7 @@ service on a real database with the real CA."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,7 +22,9 @@ from cloud_sync.ca import CertificateAuthority
 from cloud_sync.db import migrate
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.provisioning_store import SqlProvisioningStore
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import make_db_breaker
+from cloud_sync.errors import Conflict
 from cloud_sync.fakes import FakeIngestBus
 from cloud_sync.ports import InboundMessage
 from cloud_sync.provisioning import ProvisioningService
@@ -41,6 +45,13 @@ def csr_pem(key: ec.EllipticCurvePrivateKey, common_name: str, claim_code: str |
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
+def ensure_home(engine: sa.Engine, home_id: str) -> None:
+    """Claims are for homes of the registry: make ``home_id`` exist."""
+    registry = SqlRegistryStore(engine, make_db_breaker(3, 1.0))
+    with contextlib.suppress(Conflict):
+        registry.create_home(f"Home {home_id}", "Europe/Berlin", NOW, home_id=home_id)
+
+
 @dataclass
 class Harness:
     """The service on a real DB; ``now`` is its clock, ``bus`` records replies and acks."""
@@ -57,6 +68,7 @@ class Harness:
                                            now_ms=lambda: self.now)
 
     def claim(self, home: str = "home-1", ttl_ms: int = 3_600_000) -> str:
+        ensure_home(self.store.engine, home)
         code = new_claim_code()
         self.store.create_claim(home, claim_code_digest(code), expires_at=self.now + ttl_ms,
                                 now=self.now)

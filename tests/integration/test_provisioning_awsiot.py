@@ -23,7 +23,7 @@ from edge_agent.provision import ProvisionError, ProvisionRequest
 from edge_agent.provision_channel import AwsIotIdentityChannel
 from protocols import TelemetryAck, decode, encode, topics
 from tests.integration.conftest_cloud import make_batch, started, wait_until
-from tests.integration.conftest_provisioning import NOW, csr_pem
+from tests.integration.conftest_provisioning import NOW, csr_pem, ensure_home
 from tests.tls_broker import CLAIM_IDENTITY, CLOUD_IDENTITY, TlsBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -86,6 +86,7 @@ class AwsClient:
 
 def _claim(cloud: CloudService, home: str = "home-1") -> str:
     code = new_claim_code()
+    ensure_home(cloud.engine, home)
     SqlProvisioningStore(cloud.engine, cloud.store.breaker).create_claim(
         home, claim_code_digest(code), expires_at=NOW * 2, now=NOW)
     return code

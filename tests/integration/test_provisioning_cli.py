@@ -25,6 +25,10 @@ def env(tmp_path: Path) -> Path:
 
 def test_claim_is_printed_once_and_stored_as_a_digest(env: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert cloud_main(["admin", "create-claim", "--home", "home-1"]) == 2  # no such home yet
+    assert "create it: homewatt-cloud admin create-home" in capsys.readouterr().err
+    assert cloud_main(["admin", "create-home", "--id", "home-1", "--name", "Müller"]) == 0
+    capsys.readouterr()
     assert cloud_main(["admin", "create-claim", "--home", "home-1", "--json"]) == 0
     claim = json.loads(capsys.readouterr().out)
     assert claim["home_id"] == "home-1" and len(claim["claim_code"]) == 23
@@ -34,7 +38,7 @@ def test_claim_is_printed_once_and_stored_as_a_digest(env: Path,
 
 
 @pytest.mark.parametrize(("argv", "problem"), [
-    (["create-claim", "--home", "bad home"], "--home 'bad home'"),
+    (["create-claim", "--home", "bad home"], "--home 'bad home': home_id"),
     (["create-claim", "--home", "h", "--ttl-hours", "0"], "--ttl-hours"),
     (["add-template", "t", "--thing-name", "x-{S}"], "uses S: declare each"),
     (["add-template", "t", "--thing-name", "x-{S}", "--param", "S"], "use NAME=VALUE"),

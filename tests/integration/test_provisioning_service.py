@@ -17,6 +17,7 @@ from cloud_sync.db.engine import make_engine
 from cloud_sync.db.provisioning_store import SqlProvisioningStore
 from cloud_sync.db.schema import gateways
 from cloud_sync.db.schema_provisioning import certificates, provisioning_claims
+from cloud_sync.db.schema_registry import homes
 from cloud_sync.db.store import make_db_breaker
 from cloud_sync.errors import StorageUnavailable
 from cloud_sync.ports import InboundMessage
@@ -55,7 +56,7 @@ def test_claim_csr_and_template_provision_a_gateway(harness: Harness) -> None:
     assert (outcome, reply) == ("accepted", {"thingName": "gw-0042", "deviceConfiguration": {}})
     (stored,) = _rows(harness, certificates)
     assert (stored.status, stored.gateway_id, stored.home_id) == ("ACTIVE", "gw-0042", "home-7")
-    assert [g.id for g in _rows(harness, gateways)] == ["gw-0042"]
+    assert [(g.id, g.home_id) for g in _rows(harness, gateways)] == [("gw-0042", "home-7")]
     (claim,) = _rows(harness, provisioning_claims)
     assert claim.consumed_at == harness.now and claim.gateway_id == "gw-0042"
     # replies were sent only with the commit behind them, and every request was acked
@@ -156,6 +157,14 @@ def test_another_homes_gateway_name_is_refused(harness: Harness) -> None:
     _, again = harness.create(_key(), "gw-1", harness.claim("home-a"))
     assert harness.register(again["certificateOwnershipToken"], "1")[0] == "accepted"
     assert sorted(r.status for r in _rows(harness, certificates)) == ["ACTIVE", "REVOKED"]
+
+
+def test_a_claim_of_a_deleted_home_gets_no_certificate(sqlite_harness: Harness) -> None:
+    code = sqlite_harness.claim("home-gone")
+    with sqlite_harness.store.engine.begin() as conn:
+        conn.execute(homes.update().where(homes.c.id == "home-gone").values(deleted_at=1))
+    outcome, error = sqlite_harness.create(_key(), "gw-1", code)
+    assert outcome == "rejected" and "home no longer exists" in error["errorMessage"]
 
 
 @pytest.mark.parametrize(("payload", "code"), [

@@ -3,7 +3,7 @@
 Seeds the default template ``homewatt-gateway``: thing name ``gw-{SerialNumber}``.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -40,7 +40,7 @@ def upgrade() -> None:
         "provisioning_claims",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("code_digest", sa.String(64), nullable=False, unique=True),
-        sa.Column("home_id", sa.String(64), nullable=False),
+        sa.Column("home_id", sa.String(64), sa.ForeignKey("homes.id"), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("certificates_issued", sa.Integer, nullable=False),
