@@ -47,6 +47,7 @@ from cloud_sync.metrics import (
 )
 from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, MqttTls, PahoIngestBus
 from cloud_sync.provisioning import ProvisioningPolicy, ProvisioningService
+from cloud_sync.provisioning_api import ProvisioningApiContext, register_provisioning
 from cloud_sync.provisioning_rules import CREATE_FROM_CSR_TOPIC, PROVISION_FILTER
 from cloud_sync.registry_api import RegistryApiContext, register_registry
 from cloud_sync.routing import TopicRouter
@@ -223,7 +224,9 @@ def build_service(settings: CloudSettings) -> CloudService:
         store=store, health=health, now_ms=now_ms, auth=build_auth(settings, registry, auth_store),
         publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
         routes=[lambda a: register_auth(a, auth_store, registry),
-                lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms))]))
+                lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
+                lambda a: register_provisioning(a, ProvisioningApiContext(
+                    SqlProvisioningStore(store.engine, store.breaker), now_ms))]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
                         migrated, router, services)
 
