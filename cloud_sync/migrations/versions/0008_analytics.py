@@ -6,7 +6,7 @@ can only aggregate within one bucket, while energy from a counter is the differe
 readings that may sit in other buckets, reset, or arrive days late (docs/analytics.md).
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
