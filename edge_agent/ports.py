@@ -16,7 +16,8 @@ from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
 __all__ = ["Actuator", "ActuatorResult", "Clock", "Message", "MeterSource", "ModbusBus",
-           "ModbusRegisterBus", "OnReadings", "Poller", "PulseInput", "TelemetryBuffer", "Uplink"]
+           "ModbusRegisterBus", "Notifier", "OnReadings", "Poller", "PulseInput",
+           "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -179,3 +180,13 @@ class Uplink(Protocol):
     async def receive(self) -> Message:
         """The next message on a subscribed topic."""
         ...
+
+
+class Notifier(Protocol):
+    """The service manager's notification channel (``SocketNotifier`` for systemd's
+    ``$NOTIFY_SOCKET``, ``FakeNotifier``): ``notify("READY=1", "STATUS=...")`` sends one
+    message; it never raises and returns whether the message went out."""
+
+    def notify(self, *states: str) -> bool: ...
+
+    def close(self) -> None: ...

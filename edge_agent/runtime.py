@@ -44,11 +44,14 @@ from edge_agent.ports import (
     Clock,
     Message,
     ModbusRegisterBus,
+    Notifier,
     OnReadings,
     Poller,
     TelemetryBuffer,
     Uplink,
 )
+from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
+from edge_agent.service_watchdog import ServiceWatchdog
 from edge_agent.status import offline_status, online_status
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from edge_agent.uplink import PahoUplink
@@ -104,6 +107,8 @@ class Agent:
     Actuators are built from ``config.actuators`` at :meth:`start` (relays on ``pin_factory``,
     gpiozero's default when ``None``; Modbus ones on the shared buses) unless ``actuators``
     is given; the command dedup window lives at ``config.dedup_path``.
+    ``notifier`` is systemd's notify socket (READY, a health-gated WATCHDOG every
+    ``watchdog_interval_s``, STOPPING; see :mod:`edge_agent.service_watchdog`).
     Nothing connects before :meth:`start`.
     """
 
@@ -111,7 +116,8 @@ class Agent:
                  buffer: TelemetryBuffer | None = None, clock: Clock | None = None,
                  poller: PollerFactory | None = None,
                  actuators: Mapping[str, Actuator] | None = None,
-                 pin_factory: Factory | None = None) -> None:
+                 pin_factory: Factory | None = None, notifier: Notifier | None = None,
+                 watchdog_interval_s: float | None = None) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
@@ -141,6 +147,11 @@ class Agent:
                                     "invalid_acks": self.invalid_acks},
             meter_health=self._meter_health, now_ms=self.clock.now_ms))
         self.health_server: AgentHealthServer | None = None
+        # /livez and systemd's watchdog judge health by one window: they cannot disagree.
+        self.liveness = LivenessWindow(config.liveness_window_s)
+        self.watchdog = ServiceWatchdog(notifier, self._probe, self.liveness,
+                                        watchdog_interval_s)
+        self._watchdog_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -161,18 +172,21 @@ class Agent:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
+        self.watchdog.ready(f"running: {len(self.config.meters)} meters configured")
+        self._watchdog_task = asyncio.create_task(self.watchdog.run(), name="watchdog")
 
     def _meter_health(self) -> dict[str, MeterHealth]:
         return self._poller.health() if self._poller is not None else {}
 
+    async def _probe(self) -> Probe:
+        return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
+                                 self._meter_health())
+
     async def _start_health_server(self) -> None:
         """Serve /livez, /readyz, /metrics; a taken port is logged, never fatal."""
-        async def probe() -> Probe:
-            return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
-                                     self._meter_health())
-        server = AgentHealthServer(probe, self.metrics.render, host=self.config.health_host,
-                                   port=self.config.health_port,
-                                   liveness=LivenessWindow(self.config.liveness_window_s))
+        server = AgentHealthServer(self._probe, self.metrics.render,
+                                   host=self.config.health_host, port=self.config.health_port,
+                                   liveness=self.liveness)
         try:
             await server.start()
         except OSError as exc:
@@ -183,6 +197,11 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop polling, publish the retained offline status, disconnect, close the buffer."""
+        self.watchdog.stopping()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
+            self._watchdog_task = None
         if self.health_server is not None:
             await self.health_server.stop()
             self.health_server = None
@@ -331,8 +350,9 @@ async def _run(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = notifier_from_env()
     try:
-        agent = Agent(config)
+        agent = Agent(config, notifier=notifier, watchdog_interval_s=watchdog_interval_s())
     except EdgeAgentError as exc:
         log.error("agent cannot start: %s", exc)
         return EXIT_FAILED
