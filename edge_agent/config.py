@@ -150,6 +150,18 @@ class CommandSettings(Section):
     dedup_days: Annotated[float, Field(gt=0)] = 7.0
 
 
+class ClockSettings(Section):
+    """When wall time is trusted (a Raspberry Pi has no real-time clock; see
+    ``edge_agent.clock_watch``). ``kernel``: readings are held until the kernel (adjtimex) or
+    systemd-timesyncd reports sync, then re-stamped from monotonic time; ``none``: trusted
+    from the start (hosts with an RTC, containers, development)."""
+
+    sync: Literal["none", "kernel"] = "none"
+    hold_max_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600.0  # then sent flagged
+    check_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    timesync_flag: Path = Path("/run/systemd/timesync/synchronized")
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -168,6 +180,7 @@ class AgentConfig(BaseSettings):
     meters: list[MeterSettings] = Field(default_factory=list)
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
+    clock: ClockSettings = ClockSettings()
     # Observability: spans to no exporter (no-op), stderr, or OTLP/HTTP at tracing_otlp_endpoint;
     # `run` logs JSON lines unless log_format is "text".
     tracing_exporter: Literal["none", "console", "otlp"] = "none"

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from edge_agent.backoff import Backoff
 from edge_agent.clock import SystemClock
+from edge_agent.clock_sync import AssumeSynced, LinuxClockSync, read_boot_id
+from edge_agent.clock_watch import ClockWatch
 from edge_agent.commands import CommandService
 from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
@@ -42,6 +44,7 @@ from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.ports import (
     Actuator,
     Clock,
+    ClockSync,
     Message,
     ModbusRegisterBus,
     Notifier,
@@ -109,6 +112,8 @@ class Agent:
     is given; the command dedup window lives at ``config.dedup_path``.
     ``notifier`` is systemd's notify socket (READY, a health-gated WATCHDOG every
     ``watchdog_interval_s``, STOPPING; see :mod:`edge_agent.service_watchdog`).
+    ``clock_sync`` says when wall time is trusted (default from ``config.clock``); readings
+    before that are held and re-stamped (:mod:`edge_agent.clock_watch`).
     Nothing connects before :meth:`start`.
     """
 
@@ -117,7 +122,8 @@ class Agent:
                  poller: PollerFactory | None = None,
                  actuators: Mapping[str, Actuator] | None = None,
                  pin_factory: Factory | None = None, notifier: Notifier | None = None,
-                 watchdog_interval_s: float | None = None) -> None:
+                 watchdog_interval_s: float | None = None,
+                 clock_sync: ClockSync | None = None) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
@@ -152,6 +158,10 @@ class Agent:
         self.watchdog = ServiceWatchdog(notifier, self._probe, self.liveness,
                                         watchdog_interval_s)
         self._watchdog_task: asyncio.Task[None] | None = None
+        self.clock_watch = ClockWatch(
+            clock_sync or _clock_sync(config), self.clock, self.buffer, boot_id=read_boot_id(),
+            hold_max_s=config.clock.hold_max_s, check_interval_s=config.clock.check_interval_s,
+            on_release=lambda released: self.drain.rewind(released.first_seq or 1))
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -161,6 +171,7 @@ class Agent:
         """
         report = await asyncio.to_thread(self.buffer.open)
         log.info("telemetry buffer open: %s", report)
+        await self.clock_watch.check_once()  # before polling: is wall time trusted yet?
         await self.uplink.start()
         self.commands = self._command_service()
         await self.commands.start()
@@ -168,7 +179,8 @@ class Agent:
         self._poller.start()
         restart = Backoff(1.0, 60.0)
         for name, work in (("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
-                           ("status", self._status_loop), ("commands", self.commands.run)):
+                           ("status", self._status_loop), ("commands", self.commands.run),
+                           ("clock", self.clock_watch.run)):
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
@@ -228,7 +240,8 @@ class Agent:
         A storage failure is logged and counted; it never stops the poller.
         """
         try:
-            await asyncio.to_thread(self.buffer.append_seqs, readings)
+            await asyncio.to_thread(self.buffer.append_seqs, readings,
+                                    unsynced=self.clock_watch.stamp())
         except EdgeAgentError as exc:
             self.storage_errors += 1
             log.error("could not buffer %d readings: %s", len(readings), exc)
@@ -323,6 +336,12 @@ def _sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:
 
     return SqliteBuffer(config.buffer_path, max_bytes=config.buffer.max_bytes,
                         thin_to_minutes=config.buffer.thin_to_minutes, clock=clock)
+
+
+def _clock_sync(config: AgentConfig) -> ClockSync:
+    if config.clock.sync == "kernel":
+        return LinuxClockSync(flag_file=config.clock.timesync_flag)
+    return AssumeSynced()
 
 
 def _paho_uplink(config: AgentConfig, clock: Clock) -> Uplink:
