@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 a meter failed (``read``) or the agent stopped with an error (``run``),
 2 bad configuration (``config error: <key>: <message>`` on stderr).
+
+Commands that live in their own module register with ``add_parser(commands)`` and set
+``handler`` (``parser.set_defaults(handler=run)``): ``main`` calls it with the parsed
+arguments and returns its exit code (the installer tools: ``scan``, ``doctor``, ``setup``).
 """
 
 from __future__ import annotations
@@ -56,12 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the agent in the foreground until SIGTERM/SIGINT; systemd runs this.",
     )
     run.add_argument("--config", type=Path, required=True, help="agent config file (TOML)")
+    from edge_agent import scan_cli
+
+    for module in (scan_cli,):
+        module.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.command)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -75,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging(verbose: bool, command: str) -> None:
     # `read` prints a table: only warnings would disturb it. `run` logs its progress.
     # `run` installs its own (JSON, redacting) handler once the config names the format.
-    if command == "read":
+    if command != "run":
         level = logging.DEBUG if verbose else logging.WARNING
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:
