@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the agent in the foreground until SIGTERM/SIGINT; systemd runs this.",
     )
     run.add_argument("--config", type=Path, required=True, help="agent config file (TOML)")
-    from edge_agent import doctor_cli, scan_cli
+    from edge_agent import doctor_cli, scan_cli, setup_cli
 
-    for module in (scan_cli, doctor_cli):
+    for module in (scan_cli, doctor_cli, setup_cli):
         module.add_parser(commands)
     return parser
 

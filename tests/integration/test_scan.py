@@ -14,6 +14,7 @@ from edge_agent.config import BusSettings, load_config
 from edge_agent.modbus_bus import PymodbusBus
 from edge_agent.scan import scan_bus
 from simulator import MeterSimulator
+from tests.integration.sim_process import simulator_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -52,17 +53,8 @@ async def test_scan_finds_every_simulated_meter_with_its_type(sim: MeterSimulato
 
 @pytest.fixture
 def sim_process() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "meters", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "homewatt-sim meters: modbus 127.0.0.1:PORT units ..."
-        yield int(line.split()[3].rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with simulator_process() as port:
+        yield port
 
 
 def agent(*args: str) -> subprocess.CompletedProcess[str]:
