@@ -162,6 +162,23 @@ class ClockSettings(Section):
     timesync_flag: Path = Path("/run/systemd/timesync/synchronized")
 
 
+class HomeAssistantSettings(Section):
+    """Home Assistant MQTT discovery on a local broker (``edge_agent.ha_bridge``)."""
+
+    enabled: bool = False
+    url: str = "mqtt://127.0.0.1:1883"  # the broker Home Assistant uses
+    ca_file: Path | None = None  # for an mqtts:// url
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homeassistant"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homewatt"
+    publish_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
+
+    @model_validator(mode="after")
+    def _url(self) -> HomeAssistantSettings:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("url must start with mqtt:// or mqtts://")
+        return self
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -181,6 +198,7 @@ class AgentConfig(BaseSettings):
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
     clock: ClockSettings = ClockSettings()
+    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
     # Observability: spans to no exporter (no-op), stderr, or OTLP/HTTP at tracing_otlp_endpoint;
     # `run` logs JSON lines unless log_format is "text".
     tracing_exporter: Literal["none", "console", "otlp"] = "none"

@@ -39,6 +39,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
+from edge_agent.ha_bridge import HomeAssistantBridge, build_home_assistant
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.ports import (
@@ -142,6 +143,7 @@ class Agent:
         self._injected_actuators = actuators
         self._pin_factory = pin_factory
         self.commands: CommandService | None = None
+        self.home_assistant: HomeAssistantBridge | None = None
         self._s0_closers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.invalid_acks = 0
@@ -175,12 +177,17 @@ class Agent:
         await self.uplink.start()
         self.commands = self._command_service()
         await self.commands.start()
+        workers = [("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
+                   ("status", self._status_loop), ("commands", self.commands.run),
+                   ("clock", self.clock_watch.run)]
+        if self.config.home_assistant.enabled:
+            self.home_assistant = build_home_assistant(self.config, self.commands, self.clock)
+            await self.home_assistant.start()
+            workers.append(("home assistant", self.home_assistant.run))
         self._poller = self._poller_factory(self.ingest)
         self._poller.start()
         restart = Backoff(1.0, 60.0)
-        for name, work in (("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
-                           ("status", self._status_loop), ("commands", self.commands.run),
-                           ("clock", self.clock_watch.run)):
+        for name, work in workers:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
@@ -226,6 +233,9 @@ class Agent:
         self._tasks.clear()
         farewell = offline_status(self.gateway_id, self.clock.now_ms())
         await self.uplink.stop(Message(self._status_topic, encode(farewell), retain=True))
+        if self.home_assistant is not None:
+            await self.home_assistant.stop()
+            self.home_assistant = None
         if self.commands is not None:
             await self.commands.stop()
         for bus in (self._buses or {}).values():
@@ -247,6 +257,8 @@ class Agent:
             log.error("could not buffer %d readings: %s", len(readings), exc)
             return
         self.drain.wake()
+        if self.home_assistant is not None:
+            self.home_assistant.observe(readings)
 
     async def publish_status(self) -> None:
         stats = await asyncio.to_thread(self.buffer.stats)
