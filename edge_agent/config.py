@@ -179,6 +179,17 @@ class HomeAssistantSettings(Section):
         return self
 
 
+class ModbusProxySettings(Section):
+    """A Modbus TCP server sharing one bus with local systems (``edge_agent.modbus_proxy``)."""
+
+    bus: Annotated[str, Field(pattern=ID)]  # a [[buses]] name
+    host: str = "127.0.0.1"  # 0.0.0.0 to serve the LAN
+    port: Annotated[int, Field(ge=1, le=65535)] = 5020
+    max_clients: Annotated[int, Field(ge=1, le=32)] = 4
+    allow_writes: bool = False  # actuators' registers are refused even when true
+    units: list[Annotated[int, Field(ge=1, le=247)]] | None = None  # None: every unit id
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -199,6 +210,7 @@ class AgentConfig(BaseSettings):
     commands: CommandSettings = CommandSettings()
     clock: ClockSettings = ClockSettings()
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    modbus_proxy: list[ModbusProxySettings] = Field(default_factory=list)
     # Observability: spans to no exporter (no-op), stderr, or OTLP/HTTP at tracing_otlp_endpoint;
     # `run` logs JSON lines unless log_format is "text".
     tracing_exporter: Literal["none", "console", "otlp"] = "none"
@@ -214,6 +226,7 @@ class AgentConfig(BaseSettings):
                 raise ValueError(f"{what} must be unique")
         users = [("meter", m.id, m.bus) for m in self.meters]
         users += [("actuator", a.id, a.bus) for a in self.actuators]
+        users += [("modbus_proxy", f"port {p.port}", p.bus) for p in self.modbus_proxy]
         for kind, user_id, bus in users:
             if bus is not None and bus not in names:
                 raise ValueError(f"{kind} {user_id!r} names bus {bus!r}, which no [[buses]] "

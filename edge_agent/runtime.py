@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ from edge_agent.executor import CommandExecutor
 from edge_agent.ha_bridge import HomeAssistantBridge, build_home_assistant
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.metrics import AgentMetrics, AgentSources
+from edge_agent.modbus_proxy import ModbusTcpProxy, build_proxies
 from edge_agent.ports import (
     Actuator,
     Clock,
@@ -57,6 +58,7 @@ from edge_agent.ports import (
 from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
 from edge_agent.service_watchdog import ServiceWatchdog
 from edge_agent.status import offline_status, online_status
+from edge_agent.supervise import supervise
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from edge_agent.uplink import PahoUplink
 from protocols import topics
@@ -71,33 +73,6 @@ __all__ = ["Agent", "PollerFactory", "run", "supervise"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
-# A worker that ran this long before failing starts its restart backoff afresh.
-HEALTHY_RUN_S = 60.0
-
-
-async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
-    """Run ``work`` forever: when it fails (or returns), log and restart it after a backoff.
-
-    Cancellation stops it. This is the one place that catches every exception: a failed worker
-    must never take the agent down.
-    """
-    failures = 0
-    loop = asyncio.get_running_loop()
-    while True:
-        started = loop.time()
-        try:
-            await work()
-            log.error("%s stopped unexpectedly", name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed", name)
-        failures = 1 if loop.time() - started >= HEALTHY_RUN_S else failures + 1
-        delay = backoff.delay(failures)
-        log.warning("restarting %s in %.1fs (failure %d)", name, delay, failures)
-        await asyncio.sleep(delay)
-
-
 PollerFactory = Callable[[OnReadings], Poller]
 
 
@@ -144,6 +119,7 @@ class Agent:
         self._pin_factory = pin_factory
         self.commands: CommandService | None = None
         self.home_assistant: HomeAssistantBridge | None = None
+        self.modbus_proxies: list[ModbusTcpProxy] = []
         self._s0_closers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.invalid_acks = 0
@@ -191,11 +167,22 @@ class Agent:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
+        await self._start_proxies()
         self.watchdog.ready(f"running: {len(self.config.meters)} meters configured")
         self._watchdog_task = asyncio.create_task(self.watchdog.run(), name="watchdog")
 
     def _meter_health(self) -> dict[str, MeterHealth]:
         return self._poller.health() if self._poller is not None else {}
+
+    async def _start_proxies(self) -> None:
+        """Modbus TCP proxies on the shared buses; a taken port is logged, never fatal."""
+        for proxy in build_proxies(self.config, self._bus_map()):
+            try:
+                await proxy.start()
+            except OSError as exc:
+                log.error("Modbus proxy port %d unavailable: %s", proxy.port, exc)
+                continue
+            self.modbus_proxies.append(proxy)
 
     async def _probe(self) -> Probe:
         return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
@@ -224,6 +211,9 @@ class Agent:
         if self.health_server is not None:
             await self.health_server.stop()
             self.health_server = None
+        for proxy in self.modbus_proxies:
+            await proxy.stop()
+        self.modbus_proxies.clear()
         if self._poller is not None:
             await self._poller.stop()
             self._poller = None
