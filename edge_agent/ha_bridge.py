@@ -80,6 +80,7 @@ class HomeAssistantBridge:
         self._pending: dict[tuple[str, str], tuple[str, bytes]] = {}  # configs to publish
         self._dirty: set[str] = set()
         self._switch_state: dict[str, str] = {}
+        self._switch_changes: dict[str, int] = {}  # acks seen per switch (stale read-backs)
         self._announce = asyncio.Event()
         self.commands_received = 0
         self.invalid_commands = 0
@@ -141,7 +142,11 @@ class HomeAssistantBridge:
                                            prefix=self._prefix, gateway=self.gateway_id,
                                            actuator=actuator, version=self._version)
             await self._uplink.publish(Message(topic, payload, retain=True))
-            await self._publish_switch(actuator, await self._read_back(actuator))
+            changes = self._switch_changes.get(actuator, 0)
+            state = await self._read_back(actuator)
+            if self._switch_changes.get(actuator, 0) != changes:
+                state = self._switch_state.get(actuator)  # a command ran meanwhile: it wins
+            await self._publish_switch(actuator, state)
         for key in self._announced:  # a broker restart may have lost the retained ones
             self._pending.setdefault(key, self._configs[key])
         self._dirty.update(self._values)
@@ -201,6 +206,7 @@ class HomeAssistantBridge:
         """Mirror every switch's state after any command (the real state when refused)."""
         if ack.device_id not in self._switches:
             return
+        self._switch_changes[ack.device_id] = self._switch_changes.get(ack.device_id, 0) + 1
         state = ack.result.get("state")
         await self._publish_switch(ack.device_id, state if isinstance(state, str)
                                    else self._switch_state.get(ack.device_id))
