@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_CHARS = 32
+PLACEHOLDER_SECRETS = frozenset({
+    "changeme", "change-me", "secret", "password", "your-secret-here", "please-change-me",
+    "changeme-changeme-changeme-changeme", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})
 
 
 def _default_data_dir() -> Path:
@@ -27,7 +32,15 @@ class CloudSettings(BaseSettings):
         description="SQLAlchemy URL; unset means sqlite:///<data_dir>/cloud.sqlite (WAL). "
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883",
+                          description="mqtt://host:1883 plain, or mqtts://host:8883 TLS")
+    # TLS (mqtts://): trust for the broker's certificate (unset: the system's CAs) and the
+    # cloud's client certificate and key (its CN is the cloud identity the broker ACL names).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    # The CA that signs gateway certificates (fleet provisioning, broker-config).
+    ca_dir: Path | None = Field(default=None, description="unset: <data_dir>/ca")
     data_dir: Path = Field(default_factory=_default_data_dir)
     share_group: str | None = Field(
         default=None, description="Consume via $share/<group>/hw/+/telemetry so replicas split load"
@@ -70,6 +83,14 @@ class CloudSettings(BaseSettings):
     # Observability: spans go to no exporter (the no-op API tracer), stderr, or OTLP/HTTP at
     # tracing_otlp_endpoint (unset: the SDK's OTEL_EXPORTER_OTLP_* defaults). `serve` logs JSON
     # lines (with trace ids) unless log_format is "text".
+    # Auth: access tokens are HS256 JWTs signed with jwt_secret. Unset, a random secret is
+    # generated once into <data_dir>/jwt-secret (fine for one replica; replicas must share one,
+    # so set it in production). Per caller at most api_rate_per_min requests a minute (429 with
+    # Retry-After past it); log-in attempts per e-mail address are limited separately.
+    jwt_secret: SecretStr | None = None
+    token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)
+    api_rate_per_min: int = Field(default=1000, ge=1)
+    login_rate_per_min: int = Field(default=10, ge=1)
     tracing_exporter: Literal["none", "console", "otlp"] = "none"
     tracing_otlp_endpoint: str | None = None
     log_format: Literal["json", "text"] = "json"
@@ -78,9 +99,33 @@ class CloudSettings(BaseSettings):
     @classmethod
     def _mqtt_scheme(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if len(text) < MIN_SECRET_CHARS or text.lower() in PLACEHOLDER_SECRETS \
+                or len(set(text)) < 8:
+            raise ValueError(
+                f"use at least {MIN_SECRET_CHARS} random characters (placeholders are refused), "
+                "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> CloudSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("HOMEWATT_MQTT_CERT_FILE and HOMEWATT_MQTT_KEY_FILE go together: "
+                             "set both or neither")
+        tls_files = (self.mqtt_ca_file, self.mqtt_cert_file)
+        if not self.mqtt_tls and any(f is not None for f in tls_files):
+            raise ValueError("HOMEWATT_MQTT_CA_FILE/CERT_FILE/KEY_FILE need an mqtts:// "
+                             "HOMEWATT_MQTT_URL")
+        return self
 
     @field_validator("db_url")
     @classmethod
@@ -99,6 +144,14 @@ class CloudSettings(BaseSettings):
         return self.db_url or f"sqlite:///{self.data_dir / 'cloud.sqlite'}"
 
     @property
+    def mqtt_tls(self) -> bool:
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
     def mqtt_host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.mqtt_url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
+        return parts.hostname or "127.0.0.1", parts.port or (8883 if self.mqtt_tls else 1883)
+
+    @property
+    def effective_ca_dir(self) -> Path:
+        return self.ca_dir or self.data_dir / "ca"
