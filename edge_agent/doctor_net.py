@@ -115,13 +115,12 @@ def _tls_context(config: AgentConfig) -> ssl.SSLContext:
     return context
 
 
-def _reach(config: AgentConfig, host: str, port: int, tls: bool,
+def _reach(config: AgentConfig, host: str, port: int, use_tls: bool,
            timeout_s: float) -> Check | None:
     """TCP connect and, for mqtts, the TLS handshake, each failure with its own fix;
     None when both work. Sockets are always closed (paho leaks one on a failed handshake)."""
-    where = f"{host}:{port}"
     try:
-        context = _tls_context(config) if tls else None
+        context = _tls_context(config) if use_tls else None
     except (OSError, ssl.SSLError) as exc:
         return Check("broker", Status.FAIL, f"cannot load the TLS files: {exc}",
                      "see the tls checks: ca_file, cert_file and key_file must be readable "
@@ -129,22 +128,51 @@ def _reach(config: AgentConfig, host: str, port: int, tls: bool,
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             if context is not None:
-                with context.wrap_socket(sock, server_hostname=host):
-                    pass
-    except (ssl.SSLError, ssl.CertificateError) as exc:
+                with context.wrap_socket(sock, server_hostname=host) as tls:
+                    _await_rejection(tls, min(timeout_s, 1.0))
+    except (_Rejected, OSError) as exc:  # ssl errors are OSErrors too
+        return _unreachable(f"{host}:{port}", host, exc)
+    return None
+
+
+def _unreachable(where: str, host: str, exc: Exception) -> Check:
+    if isinstance(exc, _Rejected):
+        return Check("broker", Status.FAIL, f"{where} rejected this gateway's certificate "
+                     f"({exc})", "the broker does not trust the certificate: re-provision, or "
+                     "check mqtt.cert_file is the one provisioning wrote")
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return Check("broker", Status.FAIL, f"TLS with {where} failed: {exc}",
                      "check mqtt.ca_file is the broker's CA and the certificate is this "
                      "gateway's (see the tls checks)")
-    except socket.gaierror as exc:
+    if isinstance(exc, socket.gaierror):
         return Check("broker", Status.FAIL, f"cannot resolve {host}: {exc.strerror}",
                      "check mqtt.url and the gateway's DNS (cat /etc/resolv.conf)")
-    except ConnectionRefusedError:
+    if isinstance(exc, ConnectionRefusedError):
         return Check("broker", Status.FAIL, f"{where} refused the connection",
                      "check the broker runs and listens on that port, and mqtt.url")
-    except OSError as exc:  # timeouts, unreachable networks
-        return Check("broker", Status.FAIL, f"cannot reach {where}: {exc}",
-                     "check the gateway's network (ping the broker) and firewalls")
-    return None
+    return Check("broker", Status.FAIL, f"cannot reach {where}: {exc}",  # timeouts, routes
+                 "check the gateway's network (ping the broker) and firewalls")
+
+
+class _Rejected(Exception):
+    """The broker ended the TLS session right after the handshake."""
+
+
+def _await_rejection(tls: ssl.SSLSocket, wait_s: float) -> None:
+    """With TLS 1.3 the client's handshake completes before the broker has judged the client
+    certificate; a broker that rejects it sends an alert (or closes) right after. Wait
+    ``wait_s`` for that; silence means the broker is waiting for our CONNECT: accepted."""
+    tls.settimeout(wait_s)
+    try:
+        data = tls.recv(1)
+    except TimeoutError:
+        return
+    except ssl.SSLError as exc:
+        raise _Rejected(exc.reason or str(exc)) from exc
+    except OSError as exc:
+        raise _Rejected(str(exc)) from exc
+    if not data:
+        raise _Rejected("connection closed")
 
 
 def _connack(where: str, rc: ReasonCode | None, timeout_s: float) -> Check:

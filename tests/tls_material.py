@@ -1,5 +1,6 @@
-"""Test certificates made with ``cryptography``: a CA, a broker certificate for 127.0.0.1 and
-localhost, and client certificates with any validity window."""
+"""Test certificates with any validity window (expired, not yet valid, expiring soon), made
+with ``cryptography``: what doctor's expiry checks need and ``cloud_sync.ca`` rightly never
+issues (it neither backdates nor post-dates). Brokers with TLS: ``tests.tls_broker``."""
 
 from __future__ import annotations
 
@@ -69,9 +70,3 @@ class TestCA:
         cert_path = self.directory / f"{common_name}.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return Issued(cert_path, _write_key(key, self.directory / f"{common_name}.key"))
-
-
-def tls_listener_lines(ca: TestCA, server: Issued) -> str:
-    """Mosquitto options for the test broker's listener: TLS with client certificates."""
-    return (f"cafile {ca.path}\ncertfile {server.cert}\nkeyfile {server.key}\n"
-            "require_certificate true\n")

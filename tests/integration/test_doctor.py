@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import AgentConfig
-from edge_agent.doctor import ServiceUser, Status, check_serial_ports
+from edge_agent.doctor import Check, ServiceUser, Status, check_serial_ports
 from edge_agent.doctor_net import check_broker, read_meters
 from simulator import MeterSimulator
-from tests.services import Mosquitto, free_port, running_mosquitto
-from tests.tls_material import TestCA, tls_listener_lines
+from tests.services import Mosquitto, free_port
+from tests.tls_broker import TlsBroker
+from tests.tls_material import TestCA
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -91,31 +92,27 @@ def test_broker_check_passes_a_running_broker_and_fails_a_closed_port(
     assert closed.status is Status.FAIL and "refused the connection" in closed.detail
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, TestCA]]:
-    ca = TestCA(tmp_path)
-    server = ca.issue("localhost", server=True)
-    workdir = tmp_path / "mosquitto"
-    workdir.mkdir()
-    with running_mosquitto(workdir, tls_listener_lines(ca, server)) as broker:
-        yield broker, ca
+def test_broker_check_over_tls_with_client_certificates(tls_broker: TlsBroker,
+                                                        tmp_path: Path) -> None:
+    """Against the broker config homewatt-cloud generates (client certificates required)."""
+    mine = tls_broker.identity("gw-doc")
 
+    def check(ca: Path, cert: Path, key: Path) -> Check:
+        return check_broker(AgentConfig(gateway_id="gw-doc", mqtt={
+            "url": tls_broker.url, "ca_file": ca, "cert_file": cert, "key_file": key}), 5)
 
-def test_broker_check_over_tls_with_client_certificates(
-        tls_broker: tuple[Mosquitto, TestCA], tmp_path: Path) -> None:
-    broker, ca = tls_broker
-    url = f"mqtts://127.0.0.1:{broker.port}"
-    mine = ca.issue("gw-doc")
-    ok = check_broker(AgentConfig(gateway_id="gw-doc", mqtt={
-        "url": url, "ca_file": ca.path, "cert_file": mine.cert, "key_file": mine.key}), 5)
-    stranger_ca = TestCA(tmp_path, name="other CA")
-    wrong_ca = check_broker(AgentConfig(gateway_id="gw-doc", mqtt={
-        "url": url, "ca_file": stranger_ca.path, "cert_file": mine.cert,
-        "key_file": mine.key}), 5)
+    ok = check(mine.ca, mine.cert, mine.key)
+    stranger = TestCA(tmp_path, name="other CA")
+    wrong_ca = check(stranger.path, mine.cert, mine.key)
+    foreign = stranger.issue("gw-doc")  # a certificate the broker's CA never signed
+    untrusted = check(mine.ca, foreign.cert, foreign.key)
     assert ok.status is Status.PASS, ok
     assert wrong_ca.status is Status.FAIL
-    assert "TLS with 127.0.0.1" in wrong_ca.detail and "CERTIFICATE_VERIFY_FAILED" in \
-        wrong_ca.detail
+    assert "TLS with 127.0.0.1" in wrong_ca.detail
+    assert "CERTIFICATE_VERIFY_FAILED" in wrong_ca.detail
+    assert untrusted.status is Status.FAIL, untrusted
+    assert "rejected this gateway's certificate" in untrusted.detail
+    assert untrusted.fix is not None and untrusted.fix.startswith("the broker does not trust")
 
 
 def write_config(tmp_path: Path, body: str) -> Path:
