@@ -104,6 +104,10 @@ class ModbusTcpProxy:
             await self._session(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             log.debug("Modbus proxy client gone: %s", exc)
+        except asyncio.CancelledError:
+            # stop() cancels sessions; ending normally keeps Python 3.11's stream callback
+            # from logging the cancellation as an error.
+            log.debug("Modbus proxy session closed by stop()")
         finally:
             self._clients.discard(task)
             writer.close()
