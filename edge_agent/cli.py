@@ -1,11 +1,13 @@
 """``homewatt-agent``: the gateway's command line.
 
-Exit codes: 0 success, 1 a meter failed (``read``) or the agent stopped with an error (``run``),
-2 bad configuration (``config error: <key>: <message>`` on stderr).
+Exit codes: 0 success, 1 a meter failed (``read``), the agent stopped with an error (``run``) or
+provisioning failed (``provision``), 2 bad configuration (``config error: <key>: <message>`` on
+stderr) or bad input.
 
 Commands that live in their own module register with ``add_parser(commands)`` and set
 ``handler`` (``parser.set_defaults(handler=run)``): ``main`` calls it with the parsed
-arguments and returns its exit code (the installer tools: ``scan``, ``doctor``, ``setup``).
+arguments and returns its exit code (``provision`` and the installer tools ``scan``,
+``doctor``, ``setup``; ``setup`` runs ``provision`` through the same handler).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.logs import configure_logging
 from edge_agent.ports import ModbusBus
+from edge_agent.provision_cli import add_provision_parser, provision_command
 from observability.tracing import configure_tracing, shutdown_tracing
 from protocols.models import Quality, Reading
 
@@ -60,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the agent in the foreground until SIGTERM/SIGINT; systemd runs this.",
     )
     run.add_argument("--config", type=Path, required=True, help="agent config file (TOML)")
+    add_provision_parser(commands)
+    commands.choices["provision"].set_defaults(handler=provision_command)
     from edge_agent import doctor_cli, scan_cli, setup_cli
 
     for module in (scan_cli, doctor_cli, setup_cli):
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.command)
     handler = getattr(args, "handler", None)
-    if handler is not None:
+    if handler is not None:  # provision writes the config the other commands read
         return int(handler(args))
     try:
         config = load_config(args.config)
@@ -84,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, command: str) -> None:
-    # `read` prints a table: only warnings would disturb it. `run` logs its progress.
+    # `read` and `provision` print for people: only warnings would disturb them. `run` logs.
     # `run` installs its own (JSON, redacting) handler once the config names the format.
     if command != "run":
         level = logging.DEBUG if verbose else logging.WARNING

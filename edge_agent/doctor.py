@@ -177,8 +177,10 @@ def _expiry(what: str, name: str, cert: x509.Certificate, now: datetime) -> Chec
     return Check(name, Status.PASS, f"{what} {subject} valid until {until} ({left.days} days)")
 
 
-def check_tls(config: AgentConfig, now: datetime | None = None) -> list[Check]:
-    """CA, client certificate and key: readable, parseable, matching, not expiring."""
+def check_tls(config: AgentConfig, now: datetime | None = None,
+              user: ServiceUser | None = None) -> list[Check]:
+    """CA, client certificate and key: readable (by ``user``, the service user, too),
+    parseable, matching, not expiring."""
     now = now or datetime.now(UTC)
     mqtt = config.mqtt
     if not mqtt.url.startswith("mqtts://") and mqtt.cert_file is None:
@@ -195,7 +197,22 @@ def check_tls(config: AgentConfig, now: datetime | None = None) -> list[Check]:
             _expiry("certificate", "tls cert_file", _load_certs(p)[0], now)]))
         checks.append(_file_check("tls key_file", key_file,
                                   lambda p: [_key_matches(p, cert_file)]))
+    if user is not None:
+        paths = [("tls ca_file", mqtt.ca_file), ("tls cert_file", mqtt.cert_file),
+                 ("tls key_file", mqtt.key_file)]
+        checks = [_readable_by(check, dict(paths).get(check.name), user) for check in checks]
     return checks
+
+
+def _readable_by(check: Check, path: Path | None, user: ServiceUser) -> Check:
+    """``check`` unless ``user`` (who runs the agent) cannot read ``path``."""
+    if path is None or check.status is Status.FAIL or not path.exists():
+        return check
+    st = path.stat()
+    if may_access(st.st_mode, st.st_uid, st.st_gid, user, 0o4):
+        return check
+    return Check(check.name, Status.FAIL, f"user {user.name} may not read {path} "
+                 f"({_owner(st)})", f"sudo chgrp {user.name} {path} && sudo chmod 0640 {path}")
 
 
 def _file_check(name: str, path: Path, inspect: Callable[[Path], list[Check]]) -> Check:

@@ -83,7 +83,7 @@ def _after_config(config: AgentConfig, user: ServiceUser, timeout_s: float
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_serial_ports(config, user),
         lambda: run_meters(config),
-        lambda: check_tls(config),
+        lambda: check_tls(config, user=user),
         lambda: [check_broker(config, timeout_s)],
         lambda: [check_clock(LinuxClockSync(flag_file=config.clock.timesync_flag))],
         lambda: [check_disk(config, user)],

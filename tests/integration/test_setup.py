@@ -4,6 +4,8 @@ provisioning runs on that config, and doctor's verdict is setup's exit code."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -43,8 +45,8 @@ timesync_flag = "{flag}"  # keep this comment
 
 def options(config: Path, sim_port: int, **kw: object) -> SetupOptions:
     bus = BusSettings(name="main", kind="tcp", host="127.0.0.1", port=sim_port, timeout_s=0.2)
-    return SetupOptions(config, bus, parse_units("1-3,126,240"), user=ServiceUser.current(),
-                        **kw)  # type: ignore[arg-type]
+    kw.setdefault("user", ServiceUser.current())
+    return SetupOptions(config, bus, parse_units("1-3,126,240"), **kw)  # type: ignore[arg-type]
 
 
 def test_setup_scans_provisions_then_runs_doctor(tmp_path: Path, sim_port: int,
@@ -118,3 +120,27 @@ def test_setup_cli_needs_yes_without_a_terminal_and_reports_doctor_failures(
     assert [m.unit for m in load_config(config).meters] == [1, 2, 3]
     assert done.returncode in (0, 1)
     assert ("all checks passed" in done.stdout) == (done.returncode == 0)
+
+
+def test_setup_lets_the_service_user_read_what_provisioning_wrote(
+        tmp_path: Path, sim_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Provisioning as root writes the key 0600 root:root; the agent runs as its own user."""
+    if os.geteuid() != 0:
+        pytest.skip("only root changes a file's group")  # CI runs as root
+    config = starting_config(tmp_path)
+    nobody = ServiceUser.named("nobody")
+    key = tmp_path / "gateway.key"
+
+    def provision(path: Path, _extra: Sequence[str]) -> int:
+        key.write_text("not really a key")
+        key.chmod(0o600)
+        path.write_text(path.read_text() + f'\n[mqtt]\nurl = "mqtts://127.0.0.1:8883"\n'
+                        f'cert_file = "{key}"\nkey_file = "{key}"\n')
+        return 0
+
+    setup(options(config, sim_port, user=nobody), ask=lambda _q: True, provision=provision)
+    out = capsys.readouterr().out
+    st = key.stat()
+    assert st.st_gid == pwd.getpwnam("nobody").pw_gid
+    assert st.st_mode & 0o777 == 0o640  # the group may read, nobody else
+    assert f"made {key} readable by nobody" in out

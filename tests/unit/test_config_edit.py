@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from edge_agent.config import load_config
 from edge_agent.config_edit import replace_bus, set_gateway_id
 from edge_agent.setup_cli import cli_provision
@@ -128,3 +130,11 @@ def test_setup_provisions_through_the_registered_provision_command(tmp_path: Pat
     assert cli_provision(config, ["--claim-cert", "claim.pem"], parser=with_provision) == 0
     assert calls == [[str(config), "claim.pem"]]
     assert cli_provision(config, [], parser=without) is None
+
+
+def test_setup_runs_this_builds_provision_command_and_reports_bad_arguments(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The real homewatt-agent parser has `provision`; without its required arguments after
+    # `--` it answers like the command itself would: exit 2 with its usage.
+    assert cli_provision(tmp_path / "agent.toml", []) == 2
+    assert "--claim-cert" in capsys.readouterr().err

@@ -145,3 +145,21 @@ def test_certificate_days_are_counted_from_the_given_now(tmp_path: Path) -> None
     check = {c.name: c for c in check_tls(tls_config(tmp_path, issued.cert, issued.key,
                                                      ca.path), now=later)}
     assert check["tls cert_file"].status is Status.WARN
+
+
+def test_tls_files_the_service_user_cannot_read_fail(tmp_path: Path) -> None:
+    """provision run as root writes the key 0600 root:root: the agent, as homewatt, could not
+    read it."""
+    ca = TestCA(tmp_path)
+    issued = ca.issue("gw-1")
+    config = tls_config(tmp_path, issued.cert, issued.key, ca.path)
+    owner = os.stat(issued.key).st_uid
+    stranger = ServiceUser("homewatt", owner + 4242, frozenset({owner + 4242}))
+    got = {c.name: c for c in check_tls(config, user=stranger)}
+    assert got["tls key_file"].status is Status.FAIL  # 0600 and not its owner
+    assert got["tls key_file"].detail.startswith(f"user homewatt may not read {issued.key}")
+    assert got["tls key_file"].fix == (f"sudo chgrp homewatt {issued.key} && "
+                                       f"sudo chmod 0640 {issued.key}")
+    assert got["tls cert_file"].status is Status.PASS  # 0644
+    owner_user = ServiceUser("me", owner, frozenset({owner}))
+    assert {c.status for c in check_tls(config, user=owner_user)} == {Status.PASS}
