@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import pwd
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,9 +28,10 @@ from pydantic import ValidationError
 
 from edge_agent.config import BusSettings, load_config
 from edge_agent.config_edit import replace_bus, set_gateway_id
-from edge_agent.doctor import ServiceUser, Status, may_access
+from edge_agent.doctor import ServiceUser, Status
 from edge_agent.doctor_cli import DEFAULT_CONFIG, format_check, run_checks, service_user
 from edge_agent.errors import BusConnectError, ConfigError
+from edge_agent.file_access import share_with_service_user
 from edge_agent.scan import scan_bus
 from edge_agent.scan_cli import ProgressReport, bus_settings
 from edge_agent.scan_snippet import Found, format_units, parse_units, render_snippet
@@ -125,34 +125,8 @@ def _provision_step(options: SetupOptions, provision: ProvisionStep) -> int | No
              "with --skip-scan")
         return EXIT_FAILED
     else:
-        share_with_service_user(options.config, options.user)
+        share_with_service_user(options.config, options.user, _say)
     return None
-
-
-def share_with_service_user(config_path: Path, user: ServiceUser) -> list[Path]:
-    """Let the service user read the config and TLS files provisioning wrote (as root they
-    come out root-owned, the key 0600: the agent, running as ``homewatt``, could not start).
-    Group-readable by the user's group, never world-readable; returns what changed."""
-    if os.geteuid() != 0 or user.uid == 0:
-        return []
-    try:
-        config = load_config(config_path)
-        group = pwd.getpwnam(user.name).pw_gid
-    except (ConfigError, KeyError):
-        return []
-    changed = []
-    for path in (config_path, config.mqtt.cert_file, config.mqtt.key_file, config.mqtt.ca_file):
-        if path is None or not path.exists():
-            continue
-        st = path.stat()
-        if may_access(st.st_mode, st.st_uid, st.st_gid, user, 0o4):
-            continue
-        os.chown(path, -1, group)
-        os.chmod(path, (st.st_mode & 0o750) | 0o040)
-        changed.append(path)
-        _say(f"made {path} readable by {user.name} (group, mode "
-             f"{oct((st.st_mode & 0o750) | 0o040)})")
-    return changed
 
 
 def _doctor_step(options: SetupOptions) -> int:
