@@ -98,7 +98,10 @@ class SqlRollupStore(GuardedStore):
                 candidates = list(dict.fromkeys(
                     (str(g), str(m), str(c)) for g, m, c in conn.execute(pick)))
                 won: list[SeriesKey] = []
-                for key in candidates[:limit]:
+                # Oldest marks choose the series; the leases are then taken in key order.
+                # Two claimers can both see one series (each locked a different mark of it),
+                # and taking leases in mark order let each wait for the other's: a deadlock.
+                for key in sorted(candidates[:limit]):
                     if self._take_lease(conn, key, now_ms, lease_ms):
                         won.append(key)
                 return won
