@@ -60,3 +60,57 @@ def tar_bytes(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+class Gateway:
+    """One simulated gateway's updater world: directory slots, state, fakes, an HTTP client.
+
+    ``restart()`` builds a fresh updater from disk, the way a process restart would.
+    """
+
+    def __init__(self, base: Path, root: TrustRoot, client: object, *, version: str = "1.0.0",
+                 healthy: bool = True, hardware: str = "rpi4") -> None:
+        from firmware_update.fakes import FakeClock, FakeHealthProbe, FakeJobReporter
+        from firmware_update.fakes import FakeRestarter
+        from firmware_update.ports import HealthReport
+        from firmware_update.slots_dir import DirectorySlots
+
+        self.base = base
+        self.root = root
+        self.client = client
+        self.hardware = hardware
+        self.clock = FakeClock(int(NOW.timestamp() * 1000))
+        self.reporter = FakeJobReporter()
+        self.restarter = FakeRestarter()
+        self.healthy = healthy
+        self.health = FakeHealthProbe(lambda: HealthReport() if self._slot_healthy()
+                                      else HealthReport({"meters": "no meter answered"}))
+        DirectorySlots.initialize(base / "app", app_tree(base / "factory", version), version)
+        self.updater = self._build()
+
+    def _slot_healthy(self) -> bool:
+        # the new version's own health marker decides, as a real health check would
+        current = (self.base / "app" / "current" / "HEALTH").read_text().strip()
+        return self.healthy and current == "ok"
+
+    def _build(self):  # type: ignore[no-untyped-def]
+        from firmware_update.download import PayloadDownloader
+        from firmware_update.slots_dir import DirectorySlots
+        from firmware_update.state import StateStore
+        from firmware_update.updater import DeviceIdentity, DeviceUpdater, UpdaterSettings
+
+        return DeviceUpdater(
+            store=StateStore(self.base / "state"), slots=DirectorySlots(self.base / "app"),
+            root=self.root, identity=DeviceIdentity("homewatt-agent", self.hardware),
+            health=self.health, reporter=self.reporter, restarter=self.restarter,
+            downloader=PayloadDownloader(self.client, attempts=3, backoff_s=0,  # type: ignore[arg-type]
+                                         free_margin=0, sleep=lambda _s: None),
+            clock=self.clock, settings=UpdaterSettings(trial_boots=2, health_deadline_s=30,
+                                                       health_interval_s=5))
+
+    def restart(self):  # type: ignore[no-untyped-def]
+        self.updater = self._build()
+        return self.updater
+
+    def running_version(self) -> str:
+        return (self.base / "app" / "current" / "VERSION").read_text().strip()
