@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+
 from firmware_update import keys
 from firmware_update.bundle import BuiltBundle, build_bundle
+from firmware_update.download import PayloadDownloader
 from firmware_update.envelope import Envelope
+from firmware_update.fakes import FakeClock, FakeHealthProbe, FakeJobReporter, FakeRestarter
 from firmware_update.keys import SigningKey
+from firmware_update.ports import HealthReport
+from firmware_update.slots_dir import DirectorySlots
+from firmware_update.state import StateStore
 from firmware_update.trust import TrustRoot
+from firmware_update.updater import DeviceIdentity, DeviceUpdater, UpdaterSettings
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -68,13 +76,8 @@ class Gateway:
     ``restart()`` builds a fresh updater from disk, the way a process restart would.
     """
 
-    def __init__(self, base: Path, root: TrustRoot, client: object, *, version: str = "1.0.0",
+    def __init__(self, base: Path, root: TrustRoot, client: httpx.Client, *, version: str = "1.0.0",
                  healthy: bool = True, hardware: str = "rpi4") -> None:
-        from firmware_update.fakes import FakeClock, FakeHealthProbe, FakeJobReporter
-        from firmware_update.fakes import FakeRestarter
-        from firmware_update.ports import HealthReport
-        from firmware_update.slots_dir import DirectorySlots
-
         self.base = base
         self.root = root
         self.client = client
@@ -93,22 +96,17 @@ class Gateway:
         current = (self.base / "app" / "current" / "HEALTH").read_text().strip()
         return self.healthy and current == "ok"
 
-    def _build(self):  # type: ignore[no-untyped-def]
-        from firmware_update.download import PayloadDownloader
-        from firmware_update.slots_dir import DirectorySlots
-        from firmware_update.state import StateStore
-        from firmware_update.updater import DeviceIdentity, DeviceUpdater, UpdaterSettings
-
+    def _build(self) -> DeviceUpdater:
         return DeviceUpdater(
             store=StateStore(self.base / "state"), slots=DirectorySlots(self.base / "app"),
             root=self.root, identity=DeviceIdentity("homewatt-agent", self.hardware),
             health=self.health, reporter=self.reporter, restarter=self.restarter,
-            downloader=PayloadDownloader(self.client, attempts=3, backoff_s=0,  # type: ignore[arg-type]
+            downloader=PayloadDownloader(self.client, attempts=3, backoff_s=0,
                                          free_margin=0, sleep=lambda _s: None),
             clock=self.clock, settings=UpdaterSettings(trial_boots=2, health_deadline_s=30,
                                                        health_interval_s=5))
 
-    def restart(self):  # type: ignore[no-untyped-def]
+    def restart(self) -> DeviceUpdater:
         self.updater = self._build()
         return self.updater
 
