@@ -155,7 +155,7 @@ class PayloadDownloader:
             out.seek(offset)
             out.truncate()
             unsynced = 0
-            for chunk in response.iter_bytes(CHUNK):
+            for chunk in response.iter_bytes():  # as they arrive: a cut loses nothing read
                 if offset + len(chunk) > target.size:
                     raise BundleRejected(RejectReason.PAYLOAD_LENGTH,
                                          f"server sent more than the signed {target.size} "
