@@ -1,4 +1,4 @@
-"""``make bench``: run every benchmark and rewrite bench/RESULTS.md.
+"""``make bench``: run every benchmark (or `--only` some) and update bench/RESULTS.md.
 
 Each figure sits beside the raw limit it is compared with, both measured in this same run
 (FIELD-NOTES.md has this machine's raw limits measured separately, for reference).
@@ -10,7 +10,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,16 +64,12 @@ def _fleet_lines(fleet: dict[str, Any], agent: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, Any],
-           commands: dict[str, Any], fleet: dict[str, Any], agent: dict[str, Any],
-           seconds: float) -> str:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def render_pipeline(result: dict[str, Any]) -> list[str]:
+    """The telemetry and command pipeline against the raw limits, plus fleet scaling."""
+    buffer, ingest, drain = result["buffer"], result["ingest"], result["drain"]
+    commands, fleet, agent = result["commands"], result["fleet"], result["agent_cost"]
     lines = [
-        "# Benchmark results",
-        "",
-        f"Run {stamp} on {os.cpu_count()} cores ({platform.machine()}, Python "
-        f"{platform.python_version()}), `make bench`, {seconds:.0f} s in all. Readings/s unless "
-        "noted; every ratio is against a raw limit measured in the same run.",
+        "Readings/s unless noted; every ratio is against a raw limit measured in the same run.",
         "",
         "| figure | measured | raw limit (same run) | ratio | target |",
         "|---|---|---|---|---|",
@@ -116,23 +115,11 @@ def render(buffer: dict[str, float], ingest: dict[str, Any], drain: dict[str, An
         f"{drain['raw_mqtt_qos1']['messages_per_s']:,} msg/s. The agent's publish-rate limits "
         "(AWS IoT Core's 100 msg/s, 512 KB/s by default) are lifted for the drain: they are a "
         "deployment setting, not the pipeline's limit.",
-        "",
-        "## Raw output",
-        "",
-        "```json",
-        json.dumps({"buffer": buffer, "ingest": ingest, "drain": drain, "commands": commands,
-                    "fleet": fleet, "agent_cost": agent}, indent=1),
-        "```",
-        "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--drain-readings", type=int, default=1_000_000)
-    args = parser.parse_args()
-    started = time.monotonic()
+def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     print("edge buffer ...", flush=True)
     buffer = bench_buffer.run()
     print("cloud ingestion ...", flush=True)
@@ -145,8 +132,91 @@ def main() -> None:
     agent = bench_agent_cost.run()
     print("fleet scaling 10 -> 500 gateways ...", flush=True)
     fleet = bench_fleet.run()
-    RESULTS.write_text(render(buffer, ingest, drain, commands, fleet, agent,
-                              time.monotonic() - started))
+    return {"buffer": buffer, "ingest": ingest, "drain": drain, "commands": commands,
+            "fleet": fleet, "agent_cost": agent}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One section of RESULTS.md: ``run`` measures (raw limits in the same run), ``render``
+    turns its result into Markdown lines; the raw result is appended as JSON."""
+
+    name: str
+    title: str
+    run: Callable[[argparse.Namespace], dict[str, Any]]
+    render: Callable[[dict[str, Any]], list[str]]
+
+
+BENCHMARKS = [
+    Benchmark("pipeline", "Telemetry and command pipeline, fleet scaling", run_pipeline,
+              render_pipeline),
+]
+
+
+def _section(bench: Benchmark, result: dict[str, Any], seconds: float) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"<!-- bench:{bench.name} -->",
+        f"## {bench.title}",
+        "",
+        f"Run {stamp} on {os.cpu_count()} cores ({platform.machine()}, Python "
+        f"{platform.python_version()}), `python -m bench --only {bench.name}`, {seconds:.0f} s.",
+        "",
+        *bench.render(result),
+        "",
+        "<details><summary>Raw output</summary>",
+        "",
+        "```json",
+        json.dumps(result, indent=1),
+        "```",
+        "",
+        "</details>",
+        f"<!-- /bench:{bench.name} -->",
+    ]
+    return "\n".join(lines)
+
+
+def existing_sections(text: str) -> dict[str, str]:
+    """The sections already in RESULTS.md, by name (kept when a run skips them)."""
+    found = re.finditer(r"(?ms)^<!-- bench:([\w-]+) -->$.*?^<!-- /bench:\1 -->$", text)
+    return {match.group(1): match.group(0) for match in found}
+
+
+def write_results(new: dict[str, str]) -> None:
+    old = existing_sections(RESULTS.read_text()) if RESULTS.exists() else {}
+    merged = {**old, **new}
+    order = [b.name for b in BENCHMARKS] + sorted(set(merged) - {b.name for b in BENCHMARKS})
+    body = "\n\n".join(merged[name] for name in order if name in merged)
+    RESULTS.write_text(HEADER + "\n" + body + "\n")
+
+
+HEADER = """# Benchmark results
+
+Written by `make bench` (every section) or `python -m bench --only NAME[,NAME]` (those sections;
+the others are kept). Each section says when and how it was run; speed is never asserted in tests.
+"""
+
+
+def main() -> None:
+    names = [b.name for b in BENCHMARKS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drain-readings", type=int, default=1_000_000)
+    parser.add_argument("--only", default=",".join(names),
+                        help=f"comma-separated sections to run (default all: {', '.join(names)})")
+    args = parser.parse_args()
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"--only: unknown benchmark {', '.join(unknown)} (known: {', '.join(names)})")
+    sections = {}
+    for bench in BENCHMARKS:
+        if bench.name not in wanted:
+            continue
+        print(f"== {bench.name}: {bench.title}", flush=True)
+        started = time.monotonic()
+        result = bench.run(args)
+        sections[bench.name] = _section(bench, result, time.monotonic() - started)
+        write_results(sections)  # after each, so an interrupted run keeps what it measured
     print(RESULTS.read_text())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Protocol
 
@@ -42,6 +42,9 @@ class ApiContext:
     stats: Callable[[], dict[str, int]] | None = None
     commands: CommandApiContext | None = None
     metrics: CloudMetrics | None = None
+    # Further route groups (shadows, registry, analytics, firmware), each registering its
+    # endpoints on the app: ``register(app)``.
+    routes: Sequence[Callable[[FastAPI], None]] = ()
 
 
 def _encode_cursor(*parts: int) -> str:
@@ -91,6 +94,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         register_commands(app, ctx.commands)
     if ctx.metrics is not None:
         mount_metrics(app, ctx.metrics)
+    for register in ctx.routes:
+        register(app)
 
     @app.get("/api/v1/ingestion/stats")
     def ingestion_stats() -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from cloud_sync.api import ApiContext, create_app
-from cloud_sync.command_acks import ACK_SUFFIX, CommandAckWorker
+from cloud_sync.command_acks import CommandAckWorker
 from cloud_sync.command_api import CommandApiContext
 from cloud_sync.db import migrate
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
@@ -36,9 +35,10 @@ from cloud_sync.metrics import (
     command_latency_observer,
     read_backlog,
 )
-from cloud_sync.mqtt import PahoIngestBus, command_ack_filter, telemetry_filter
-from cloud_sync.ports import InboundMessage
+from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, PahoIngestBus
+from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
+from cloud_sync.worker_thread import WorkerThread
 from observability.health import LivenessWindow
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,12 @@ def build_store(settings: CloudSettings) -> SqlTelemetryStore:
 
 @dataclass
 class CloudService:
-    """Everything ``serve`` runs: the API app plus the ingestion worker and its broker link."""
+    """Everything ``serve`` runs: the API app plus the ingestion worker and its broker link.
+
+    ``services`` are further background workers (MQTT services registered on ``router``,
+    scheduled jobs): started after migration and before the bus connects, so nothing they
+    consume arrives before they run; stopped after the bus.
+    """
 
     settings: CloudSettings
     store: SqlTelemetryStore
@@ -70,6 +75,8 @@ class CloudService:
     dispatcher: CommandDispatcher | None = None
     acks: CommandAckWorker | None = None
     migrated: threading.Event = field(default_factory=threading.Event)
+    router: TopicRouter = field(default_factory=TopicRouter)
+    services: list[WorkerThread] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _startup: threading.Thread | None = None
@@ -99,6 +106,8 @@ class CloudService:
         self.worker.start()
         if self.acks is not None:
             self.acks.start()
+        for service in self.services:
+            service.start()
         self.bus.start()
         if self.dispatcher is not None and self.settings.dispatcher_enabled:
             self.dispatcher.start()
@@ -110,7 +119,7 @@ class CloudService:
         return self.started.wait(timeout_s)
 
     def stop(self) -> None:
-        """Stop consuming first, then the worker; un-acked messages stay with the broker."""
+        """Stop consuming first, then the workers; un-acked messages stay with the broker."""
         self._stop.set()
         if self._startup is not None:
             self._startup.join(10)
@@ -121,6 +130,8 @@ class CloudService:
         self.worker.stop()
         if self.acks is not None:
             self.acks.stop()
+        for service in reversed(self.services):
+            service.stop()
         self.engine.dispose()
 
 
@@ -129,46 +140,32 @@ def build_service(settings: CloudSettings) -> CloudService:
     broker_breaker = pybreaker.CircuitBreaker(fail_max=settings.broker_breaker_fail_max,
                                               reset_timeout=settings.broker_breaker_reset_s,
                                               name="broker")
-    sinks: dict[str, Callable[[InboundMessage], bool]] = {}
-
-    def route(message: InboundMessage) -> bool:
-        kind = "acks" if message.topic.endswith(ACK_SUFFIX) else "telemetry"
-        return sinks[kind](message)
-
+    router = TopicRouter(settings.share_group)
+    # The bus subscribes to the router's filters when it connects: register every service's
+    # filter before ``start`` (they are read at each CONNACK).
     host, port = settings.mqtt_host_port
-    bus = PahoIngestBus(host, port, client_id=settings.client_id, sink=route,
-                        topic_filter=[telemetry_filter(settings.share_group),
-                                      command_ack_filter(settings.share_group)],
+    bus = PahoIngestBus(host, port, client_id=settings.client_id, sink=router.route,
+                        topic_filter=lambda: router.filters,
                         receive_maximum=settings.ingest_queue_size,
                         keepalive_s=settings.mqtt_keepalive_s, breaker=broker_breaker)
+    router.attach_acker(bus.ack)
     worker = IngestionWorker(store, bus, queue_size=settings.ingest_queue_size,
                              max_readings=settings.ingest_max_readings,
                              max_wait_s=settings.ingest_max_wait_ms / 1000,
                              retry_max_s=settings.ingest_retry_max_s)
+    router.add(TELEMETRY_FILTER, worker.offer)
     command_store = SqlCommandStore(store.engine, store.breaker)
     acks = CommandAckWorker(command_store, bus, queue_size=settings.ingest_queue_size,
                             retry_max_s=settings.ingest_retry_max_s)
-    sinks.update(telemetry=worker.offer, acks=acks.offer)
+    router.add(COMMAND_ACK_FILTER, acks.offer)
     dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
     migrated = threading.Event()
-
-    def backlog() -> Backlog | None:
-        return read_backlog(store.engine, store.breaker) if migrated.is_set() else None
-    metrics = CloudMetrics(CloudSources(
-        ingest_stats=worker.stats.as_dict, dispatch_stats=dispatcher.stats.as_dict,
-        ack_stats=acks.stats.as_dict, breakers=(store.breaker, broker_breaker),
-        engine=store.engine, backlog=backlog, broker_connected=bus.is_connected,
-        ingest_queue_depth=lambda: worker.queue_depth))
+    metrics, health = _observability(settings, store=store, bus=bus,
+                                     broker_breaker=broker_breaker, worker=worker,
+                                     dispatcher=dispatcher, acks=acks, migrated=migrated)
     acks.on_recorded = command_latency_observer(metrics, command_store)
-    health = HealthChecks(ping_db=store.ping, broker_connected=bus.is_connected,
-                          migrated=migrated.is_set, worker_started=lambda: worker.running,
-                          db_timeout_s=settings.readyz_db_timeout_s,
-                          optional=backlog_checks(backlog, settings.dead_letter_backlog_max,
-                                                  lambda: worker.queue_depth,
-                                                  settings.ingest_queue_size),
-                          liveness=LivenessWindow(settings.liveness_window_s))
     commands = CommandApiContext(
         store=command_store, now_ms=now_ms, default_ttl_s=settings.command_ttl_default_s,
         limits=CommandLimits(settings.command_rate_per_min, settings.command_queue_max),
@@ -179,4 +176,26 @@ def build_service(settings: CloudSettings) -> CloudService:
                                 stats=worker.stats.as_dict, commands=commands,
                                 metrics=metrics))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated)
+                        migrated, router)
+
+
+def _observability(settings: CloudSettings, *, store: SqlTelemetryStore, bus: PahoIngestBus,
+                   broker_breaker: pybreaker.CircuitBreaker, worker: IngestionWorker,
+                   dispatcher: CommandDispatcher, acks: CommandAckWorker,
+                   migrated: threading.Event) -> tuple[CloudMetrics, HealthChecks]:
+    """Metrics and health probes over every part ``build_service`` made."""
+    def backlog() -> Backlog | None:
+        return read_backlog(store.engine, store.breaker) if migrated.is_set() else None
+    metrics = CloudMetrics(CloudSources(
+        ingest_stats=worker.stats.as_dict, dispatch_stats=dispatcher.stats.as_dict,
+        ack_stats=acks.stats.as_dict, breakers=(store.breaker, broker_breaker),
+        engine=store.engine, backlog=backlog, broker_connected=bus.is_connected,
+        ingest_queue_depth=lambda: worker.queue_depth))
+    health = HealthChecks(ping_db=store.ping, broker_connected=bus.is_connected,
+                          migrated=migrated.is_set, worker_started=lambda: worker.running,
+                          db_timeout_s=settings.readyz_db_timeout_s,
+                          optional=backlog_checks(backlog, settings.dead_letter_backlog_max,
+                                                  lambda: worker.queue_depth,
+                                                  settings.ingest_queue_size),
+                          liveness=LivenessWindow(settings.liveness_window_s))
+    return metrics, health

@@ -24,22 +24,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import InboundMessage
-from protocols import topics
 
 log = logging.getLogger(__name__)
 TELEMETRY_FILTER = "hw/+/telemetry"
 COMMAND_ACK_FILTER = "hw/+/commands/ack"
 SESSION_EXPIRY_S = 24 * 3600
-
-
-def telemetry_filter(share_group: str | None) -> str:
-    """``hw/+/telemetry``, or the ``$share`` form so replicas split the stream."""
-    return topics.shared(share_group, TELEMETRY_FILTER) if share_group else TELEMETRY_FILTER
-
-
-def command_ack_filter(share_group: str | None) -> str:
-    """``hw/+/commands/ack``, shared like telemetry when replicas run."""
-    return topics.shared(share_group, COMMAND_ACK_FILTER) if share_group else COMMAND_ACK_FILTER
 
 
 class PahoPublishHandle:
@@ -61,14 +50,18 @@ class PahoIngestBus:
 
     def __init__(self, host: str, port: int, *, client_id: str,
                  sink: Callable[[InboundMessage], bool],
-                 topic_filter: str | Sequence[str] = TELEMETRY_FILTER,
+                 topic_filter: str | Sequence[str] | Callable[[], Sequence[str]] = TELEMETRY_FILTER,
                  receive_maximum: int = 64,
                  keepalive_s: int = 30, breaker: pybreaker.CircuitBreaker | None = None) -> None:
         self._host, self._port = host, port
         self._sink = sink
         # several filters share the connection, the session and the Receive Maximum; the
-        # sink routes each message by its topic
-        self._filters = [topic_filter] if isinstance(topic_filter, str) else list(topic_filter)
+        # sink routes each message by its topic. A callable is asked at every CONNACK (the
+        # cloud's TopicRouter: services register their filters before the bus starts).
+        if isinstance(topic_filter, str):
+            topic_filter = [topic_filter]
+        self._filters: Callable[[], Sequence[str]] = (
+            topic_filter if callable(topic_filter) else lambda: list(topic_filter))
         self._receive_maximum = receive_maximum
         self._keepalive_s = keepalive_s
         self._breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=5,
@@ -154,14 +147,14 @@ class PahoIngestBus:
         log.info("connected to %s:%d (session present: %s)", self._host, self._port,
                  flags.session_present)
         self._connected.set()
-        client.subscribe([(f, 1) for f in self._filters])
+        client.subscribe([(f, 1) for f in self._filters()])
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int,
                       reasons: list[ReasonCode], _props: Properties | None) -> None:
         if all(not r.is_failure for r in reasons):
             self.subscribed.set()
         else:
-            log.error("subscription to %s refused: %s", self._filters, reasons)
+            log.error("subscription to %s refused: %s", self._filters(), reasons)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, _props: Properties | None) -> None:

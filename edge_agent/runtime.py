@@ -7,9 +7,10 @@ the fleet runner) and runs four supervised tasks on one event loop:
 - :class:`~edge_agent.telemetry_drain.TelemetryDrain` publishes batches within the in-flight
   window and the rate limit, and re-sends batches the cloud has not confirmed after
   ``ack_timeout_s``;
-- the inbound task applies ``TelemetryAck`` s: the buffer deletes those seqs (idempotently,
-  even for seqs not in flight, e.g. a late ack after a restart), and hands messages on
-  ``hw/{gw}/commands`` to the :class:`~edge_agent.commands.CommandService`;
+- the inbound task hands each message to the feature registered for its topic on
+  :attr:`Agent.inbound`: ``TelemetryAck`` s make the buffer delete those seqs (idempotently,
+  even for seqs not in flight, e.g. a late ack after a restart), and messages on
+  ``hw/{gw}/commands`` go to the :class:`~edge_agent.commands.CommandService`;
 - the command worker executes commands one at a time (dedup window, interlocks, actuators)
   and publishes each ``CommandAck``; at start-up, commands a crash interrupted are acked
   ``unknown`` with the actuator's read-back before any new command runs;
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
+from edge_agent.inbound import InboundRouter
 from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.ports import (
     Actuator,
@@ -116,15 +118,18 @@ class Agent:
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
         self.buffer = buffer or _sqlite_buffer(config, self.clock)
-        self.uplink = uplink or _paho_uplink(config, self.clock)
+        # Every feature that listens to the cloud registers here before anything connects; the
+        # uplink subscribes to these filters at each CONNACK.
+        self.inbound = InboundRouter()
+        self.inbound.add(topics.telemetry_ack(config.gateway_id), self._on_telemetry_ack)
+        self.inbound.add(topics.commands(config.gateway_id), self._on_command)
+        self.uplink = uplink or _paho_uplink(config, self.clock, lambda: self.inbound.filters)
         self._poller_factory = poller or self._real_poller
         self._publisher = LimitedPublisher(self.uplink, config.mqtt, self.clock)
         self.drain = TelemetryDrain(config.gateway_id, self.buffer, self.uplink,
                                     publisher=self._publisher, settings=config.mqtt,
                                     clock=self.clock)
         self._status_topic = topics.status(config.gateway_id)
-        self._ack_topic = topics.telemetry_ack(config.gateway_id)
-        self._command_topic = topics.commands(config.gateway_id)
         self._poller: Poller | None = None
         self._buses: Mapping[str, ModbusRegisterBus] | None = None
         self._injected_actuators = actuators
@@ -233,24 +238,23 @@ class Agent:
 
     async def _inbound_loop(self) -> None:
         while True:
-            message = await self.uplink.receive()
-            if message.topic == self._command_topic and self.commands is not None:
-                self.commands.submit(message)
-                continue
-            if message.topic != self._ack_topic:
-                log.debug("ignoring message on %s", message.topic)
-                continue
-            try:
-                ack = decode(TelemetryAck, message.payload)
-            except InvalidMessage as exc:
-                self.invalid_acks += 1
-                log.warning("invalid telemetry ack ignored (%d so far): %s", self.invalid_acks,
-                            exc)
-                continue
-            if ack.gateway_id != self.gateway_id:
-                log.warning("telemetry ack for gateway %s ignored", ack.gateway_id)
-                continue
-            await self.drain.apply_ack(ack)
+            await self.inbound.dispatch(await self.uplink.receive())
+
+    async def _on_command(self, message: Message) -> None:
+        if self.commands is not None:
+            self.commands.submit(message)
+
+    async def _on_telemetry_ack(self, message: Message) -> None:
+        try:
+            ack = decode(TelemetryAck, message.payload)
+        except InvalidMessage as exc:
+            self.invalid_acks += 1
+            log.warning("invalid telemetry ack ignored (%d so far): %s", self.invalid_acks, exc)
+            return
+        if ack.gateway_id != self.gateway_id:
+            log.warning("telemetry ack for gateway %s ignored", ack.gateway_id)
+            return
+        await self.drain.apply_ack(ack)
 
     def _bus_map(self) -> Mapping[str, ModbusRegisterBus]:
         """The configured buses, built once and shared by meters and actuators (one lock per
@@ -306,7 +310,8 @@ def _sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:
                         thin_to_minutes=config.buffer.thin_to_minutes, clock=clock)
 
 
-def _paho_uplink(config: AgentConfig, clock: Clock) -> Uplink:
+def _paho_uplink(config: AgentConfig, clock: Clock,
+                 subscriptions: Callable[[], Sequence[str]]) -> Uplink:
     gateway_id = config.gateway_id
 
     def will() -> Message:
@@ -314,8 +319,7 @@ def _paho_uplink(config: AgentConfig, clock: Clock) -> Uplink:
         return Message(topics.status(gateway_id), encode(status), retain=True)
 
     return PahoUplink(config.mqtt, client_id=gateway_id,
-                      subscriptions=[topics.telemetry_ack(gateway_id), topics.commands(gateway_id)],
-                      will=will)
+                      subscriptions=subscriptions, will=will)
 
 
 def run(config: AgentConfig) -> int:

@@ -90,14 +90,17 @@ class PahoUplink:
         settings: MqttSettings,
         *,
         client_id: str,
-        subscriptions: Sequence[str],
+        subscriptions: Sequence[str] | Callable[[], Sequence[str]],
         will: Callable[[], Message],
         backoff: Backoff | None = None,
     ) -> None:
         """``will`` is called before every connect attempt, so its payload (a status with a
         timestamp) is fresh; it is published retained by the broker if the agent vanishes."""
         self._address = parse_broker_url(settings.url)
-        self._subscriptions = list(subscriptions)
+        # A callable is asked at every CONNACK: the agent's features register topic filters on
+        # its InboundRouter, and the subscriptions follow them.
+        self._subscriptions: Callable[[], Sequence[str]] = (
+            subscriptions if callable(subscriptions) else lambda: list(subscriptions))
         self._will = will
         self._backoff = backoff or Backoff(settings.reconnect_min_s,
                                            max(settings.reconnect_max_s, settings.reconnect_min_s))
@@ -219,7 +222,7 @@ class PahoUplink:
             return  # paho follows up with on_disconnect, which schedules the retry
         self._failures = 0
         self._set_reconnect_delay(self._backoff.delay(1))
-        for topic in self._subscriptions:
+        for topic in self._subscriptions():
             client.subscribe(topic, qos=QOS)
         log.info("uplink connected (session present: %s)", flags.session_present)
         self._call_in_loop(self._mark_connected, True)
