@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from awscrt import mqtt5, mqtt_request_response
-from awsiot import V2ServiceException, iotjobs
-from awsiot import ServiceStreamOptions
+from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs
 
 from cloud_sync.bootstrap import CloudService
 from tests.integration.jobs_fixtures import jobs_broker, jobs_cloud, jobs_of, jobs_store
