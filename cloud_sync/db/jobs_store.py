@@ -288,6 +288,10 @@ class SqlJobsStore:
                     job_things.c.notify_pending.is_(True)).limit(limit)
                 if self._pg:
                     stmt = stmt.with_for_update(skip_locked=True)
+                else:  # SQLite: take the write lock first so a second claimer waits
+                    conn.execute(job_things.update().where(
+                        job_things.c.notify_pending.is_(True)).values(
+                        updated_at=job_things.c.updated_at))
                 for thing in list(conn.scalars(stmt)):
                     row = conn.execute(self._pending_query(thing).limit(1)).first()
                     found = None if row is None else self._execution_json(
