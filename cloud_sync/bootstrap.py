@@ -25,6 +25,7 @@ from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
+from cloud_sync.firmware.api import deny_operator, no_operator
 from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
 from cloud_sync.jobs.wiring import build_jobs
@@ -177,6 +178,7 @@ def build_service(settings: CloudSettings) -> CloudService:
     app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, publish=bus.publish,
                                 stats=worker.stats.as_dict, commands=commands,
                                 metrics=metrics))
+    jobs.mount(app, operator=deny_operator, is_operator=no_operator)
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
                         migrated, router, services=jobs.workers)
 
