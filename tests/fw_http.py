@@ -20,9 +20,9 @@ from tests.services import free_port, wait_port
 
 
 @contextlib.contextmanager
-def run_asgi(app: object) -> Iterator[int]:
-    """Serve ``app`` on a free loopback port until the block ends; yields the port."""
-    port = free_port()
+def run_asgi(app: object, port: int | None = None) -> Iterator[int]:
+    """Serve ``app`` on ``port`` (default: a free one) until the block ends; yields the port."""
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
                             lifespan="off")
     server = uvicorn.Server(config)

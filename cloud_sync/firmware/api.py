@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -57,8 +57,9 @@ def _errors(app: FastAPI) -> None:
 
 def _downloads(app: FastAPI, ctx: FirmwareApiContext) -> None:
     @app.get(PREFIX + "/bundles/{bundle_id}/payload", response_model=None)
-    def download(bundle_id: str, operator: Annotated[bool, Depends(ctx.is_operator)],
-                 token: str | None = None) -> Response:
+    def download(bundle_id: str, token: str | None = None,
+                 operator: bool = Depends(ctx.is_operator),  # ctx is per app: no Annotated
+                 ) -> Response:
         """Range and If-Range aware; 404 for an unknown bundle or a token that does not
         belong to one of its rollouts (existence never leaks)."""
         service = ctx.service
