@@ -35,10 +35,14 @@ FIRMWARE_OPERATION = "firmware_update"
 
 class FirmwareRunner:
     def __init__(self, channel: JobsChannel, *, step_timeout_min: int = 60,
-                 recheck_s: float = 600.0) -> None:
+                 recheck_s: float = 600.0, park_after_restart: bool = True) -> None:
+        """``park_after_restart``: once a restart is under way, :meth:`run` waits forever
+        instead of returning, so a supervisor never runs it again in the old process (an
+        in-process simulation passes False and starts a new runner itself)."""
         self.channel = channel
         self.step_timeout_min = step_timeout_min
         self.recheck_s = recheck_s
+        self.park_after_restart = park_after_restart
         self.updater: DeviceUpdater | None = None  # set by the agent (it reports through us)
         self._versions: dict[str, int] = {}
         self.restart_reason: str | None = None
@@ -55,6 +59,11 @@ class FirmwareRunner:
                 runner.restarted.set()
                 await action(reason)
         return _Restart()
+
+    def close(self) -> None:
+        """Release the updater's HTTP connections (the agent calls it on stop)."""
+        if self.updater is not None:
+            self.updater.downloader.close()
 
     # -- JobReporter ---------------------------------------------------------------------
 
@@ -92,7 +101,12 @@ class FirmwareRunner:
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Supervised by the agent; returns only when a restart was requested."""
+        """Supervised by the agent; never returns while ``park_after_restart``."""
+        await self._run()
+        if self.park_after_restart:
+            await asyncio.Event().wait()  # the process is about to be replaced
+
+    async def _run(self) -> None:
         updater = self._require_updater()
         await updater.resume()
         while not self.restarted.is_set():

@@ -38,8 +38,11 @@ from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
+from edge_agent.firmware_runner import FirmwareRunner
+from edge_agent.firmware_wiring import build_firmware
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.inbound import InboundRouter
+from edge_agent.jobs_channel import UplinkJobsChannel
 from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.ports import (
     Actuator,
@@ -146,6 +149,15 @@ class Agent:
                                     "invalid_acks": self.invalid_acks},
             meter_health=self._meter_health, now_ms=self.clock.now_ms))
         self.health_server: AgentHealthServer | None = None
+        # Firmware updates over Jobs (its topics join the inbound router before connecting);
+        # an update's restart sets exit_requested and the process exits with exit_code.
+        self.exit_code = EXIT_OK
+        self.exit_requested = asyncio.Event()
+        self.jobs: UplinkJobsChannel | None = None
+        self.firmware: FirmwareRunner | None = None
+        if config.firmware.enabled:
+            self.jobs = UplinkJobsChannel(config.gateway_id, self.uplink)
+            self.jobs.register(self.inbound)
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -161,8 +173,14 @@ class Agent:
         self._poller = self._poller_factory(self.ingest)
         self._poller.start()
         restart = Backoff(1.0, 60.0)
-        for name, work in (("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
-                           ("status", self._status_loop), ("commands", self.commands.run)):
+        workers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
+            ("status", self._status_loop), ("commands", self.commands.run)]
+        if self.jobs is not None:
+            self.firmware = build_firmware(self.config, self.jobs, self._probe,
+                                           self.request_exit)
+            workers.append(("firmware", self.firmware.run))
+        for name, work in workers:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
@@ -170,12 +188,19 @@ class Agent:
     def _meter_health(self) -> dict[str, MeterHealth]:
         return self._poller.health() if self._poller is not None else {}
 
+    async def _probe(self) -> Probe:
+        return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
+                                 self._meter_health())
+
+    def request_exit(self, code: int) -> None:
+        """Stop the process with ``code`` (a firmware update's restart: 75)."""
+        self.exit_code = code
+        self.exit_requested.set()
+
     async def _start_health_server(self) -> None:
         """Serve /livez, /readyz, /metrics; a taken port is logged, never fatal."""
-        async def probe() -> Probe:
-            return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
-                                     self._meter_health())
-        server = AgentHealthServer(probe, self.metrics.render, host=self.config.health_host,
+        server = AgentHealthServer(self._probe, self.metrics.render,
+                                   host=self.config.health_host,
                                    port=self.config.health_port,
                                    liveness=LivenessWindow(self.config.liveness_window_s))
         try:
@@ -202,6 +227,8 @@ class Agent:
         await self.uplink.stop(Message(self._status_topic, encode(farewell), retain=True))
         if self.commands is not None:
             await self.commands.stop()
+        if self.firmware is not None:
+            self.firmware.close()
         for bus in (self._buses or {}).values():
             await bus.close()
         for close in self._s0_closers:
@@ -325,7 +352,9 @@ def _paho_uplink(config: AgentConfig, clock: Clock,
 def run(config: AgentConfig) -> int:
     """``homewatt-agent run``: run until SIGTERM/SIGINT, then stop cleanly and return 0.
 
-    Returns 1 if the agent cannot start (buffer in use or unreadable, bad TLS files).
+    Returns 1 if the agent cannot start (buffer in use or unreadable, bad TLS files), 75
+    when a firmware update needs the service restarted into the new slot (systemd's
+    ``Restart=on-failure`` does that).
     """
     return asyncio.run(_run(config))
 
@@ -348,8 +377,12 @@ async def _run(config: AgentConfig) -> int:
         return EXIT_FAILED
     log.info("agent %s running; SIGTERM or SIGINT stops it", config.gateway_id)
     try:
-        await stop.wait()
+        waiters = [asyncio.ensure_future(stop.wait()),
+                   asyncio.ensure_future(agent.exit_requested.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
     finally:
         log.info("agent %s stopping", config.gateway_id)
         await agent.stop()
-    return EXIT_OK
+    return agent.exit_code

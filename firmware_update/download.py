@@ -72,6 +72,9 @@ class PayloadDownloader:
         self.sleep = sleep
         self.stats = DownloadStats()
 
+    def close(self) -> None:
+        self.client.close()
+
     def fetch(self, url: str, dest: Path, size: int, sha256: str,
               progress: Progress | None = None) -> None:
         """Complete ``dest`` to exactly ``size`` bytes hashing to ``sha256``.

@@ -56,7 +56,8 @@ class SimGateway:
     def _process(self) -> FirmwareRunner:
         """One 'process start': a fresh updater and runner over the files on disk."""
         self.starts += 1
-        runner = FirmwareRunner(self.channel, step_timeout_min=30, recheck_s=2.0)
+        runner = FirmwareRunner(self.channel, step_timeout_min=30, recheck_s=2.0,
+                                park_after_restart=False)
 
         async def exit_for_systemd(_reason: str) -> None:
             return None
