@@ -46,6 +46,10 @@ def register_firmware(app: FastAPI, ctx: FirmwareApiContext) -> None:
 
 
 def _errors(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)  # also in the main app; this router stands alone too
+    async def not_found(_req: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
     @app.exception_handler(FirmwareConflict)
     async def conflict(_req: Request, exc: FirmwareConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
