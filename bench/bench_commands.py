@@ -25,6 +25,7 @@ from tests.services import free_port, throwaway_postgres, wait_port
 
 GW = "gw-cmd-bench"
 DEVICE = "waterheater-switch"
+DEVICE_ID = f"{GW}.{DEVICE}"  # the registry id: the API path
 
 
 def _stack(work: Path, broker_url: str, db_url: str | None) -> tuple[list[Proc], int]:
@@ -48,6 +49,9 @@ def _stack(work: Path, broker_url: str, db_url: str | None) -> tuple[list[Proc],
     subprocess.run([*admin, "add-gateway", GW], env=env, check=True, capture_output=True)
     subprocess.run([*admin, "add-device", GW, DEVICE, "--capabilities", "switch_on,switch_off"],
                    env=env, check=True, capture_output=True)
+    made = subprocess.run([*admin, "create-api-key", "--name", "bench", "--operator", "--json"],
+                          env=env, check=True, capture_output=True, text=True)
+    (work / "api-key").write_text(json.loads(made.stdout)["api_key"])
     procs = [Proc("sim", [str(BIN / "homewatt-sim"), "meters", "--port", str(sim_port)], env,
                   logdir),
              Proc("cloud", [str(BIN / "homewatt-cloud"), "--log-level", "WARNING", "serve",
@@ -66,10 +70,11 @@ def _round_trips(api: httpx.Client, count: int) -> list[float]:
     for i in range(count):
         action = "switch_off" if i % 2 else "switch_on"
         start = time.perf_counter()
-        reply = api.post(f"/api/v1/devices/{DEVICE}/commands", headers={"Idempotency-Key": f"b{i}"},
+        reply = api.post(f"/api/v1/devices/{DEVICE_ID}/commands",
+                         headers={"Idempotency-Key": f"b{i}"},
                          json={"action": action, "params": {}, "ttl_s": 60})
         reply.raise_for_status()
-        url = f"/api/v1/devices/{DEVICE}/commands/{reply.json()['command_id']}"
+        url = f"/api/v1/devices/{DEVICE_ID}/commands/{reply.json()['command_id']}"
         while True:
             status = api.get(url).json()["status"]
             if status == "executed":
@@ -85,7 +90,9 @@ def measure(broker_url: str, db_url: str | None, count: int) -> dict[str, float]
     with tempfile.TemporaryDirectory() as tmp:
         procs, api_port = _stack(Path(tmp), broker_url, db_url)
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
+            key = (Path(tmp) / "api-key").read_text()
+            with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                              headers={"X-API-Key": key}) as api:
                 _round_trips(api, 20)  # warm-up: connections, first SunSpec-free poll, caches
                 ms = sorted(_round_trips(api, count))
         finally:

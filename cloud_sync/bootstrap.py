@@ -8,24 +8,31 @@ then connects to the broker and starts the ingestion worker.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pybreaker
 import sqlalchemy as sa
 from fastapi import FastAPI
 
 from cloud_sync.api import ApiContext, create_app
+from cloud_sync.auth import Access, AuthContext
+from cloud_sync.auth.rate_limit import SlidingWindowLimiter
+from cloud_sync.auth.routes import register_auth
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.command_acks import CommandAckWorker
 from cloud_sync.command_api import CommandApiContext
 from cloud_sync.db import migrate
+from cloud_sync.db.auth_store import SqlAuthStore
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
-from cloud_sync.firmware.api import deny_operator, no_operator
 from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
 from cloud_sync.jobs.wiring import build_jobs
@@ -38,12 +45,42 @@ from cloud_sync.metrics import (
     read_backlog,
 )
 from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, PahoIngestBus
+from cloud_sync.registry_api import RegistryApiContext, register_registry
 from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
 from cloud_sync.worker_thread import WorkerThread
 from observability.health import LivenessWindow
 
 log = logging.getLogger(__name__)
+
+
+def jwt_secret(settings: CloudSettings) -> str:
+    """``HOMEWATT_JWT_SECRET``, or a random one generated once into ``<data_dir>/jwt-secret``
+    (mode 0600) so tokens survive a restart of a single replica."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.data_dir / "jwt-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+        out.flush()
+        os.fsync(out.fileno())
+    log.warning("HOMEWATT_JWT_SECRET is unset: signing tokens with a generated secret in %s; "
+                "set HOMEWATT_JWT_SECRET when several replicas serve the API", path)
+    return path.read_text().strip()
+
+
+def build_auth(settings: CloudSettings, registry: SqlRegistryStore,
+               auth_store: SqlAuthStore) -> AuthContext:
+    return AuthContext(
+        principals=auth_store, access=Access(registry), jwt_secret=jwt_secret(settings),
+        token_ttl_s=settings.token_ttl_s, clock=time.time,
+        limiter=SlidingWindowLimiter(settings.api_rate_per_min, 60.0, time.monotonic),
+        login_limiter=SlidingWindowLimiter(settings.login_rate_per_min, 60.0, time.monotonic))
 
 
 def load_settings(**overrides: Any) -> CloudSettings:
@@ -139,7 +176,7 @@ class CloudService:
 
 def build_service(settings: CloudSettings) -> CloudService:
     store = build_store(settings)
-    broker_breaker = pybreaker.CircuitBreaker(fail_max=settings.broker_breaker_fail_max,
+    broker_breaker = CircuitBreaker(fail_max=settings.broker_breaker_fail_max,
                                               reset_timeout=settings.broker_breaker_reset_s,
                                               name="broker")
     router = TopicRouter(settings.share_group)
@@ -175,16 +212,20 @@ def build_service(settings: CloudSettings) -> CloudService:
         wake_dispatcher=dispatcher.wake,
         stats=lambda: {**dispatcher.stats.as_dict(),
                        **{f"acks_{k}": v for k, v in acks.stats.as_dict().items()}})
-    app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, publish=bus.publish,
-                                stats=worker.stats.as_dict, commands=commands,
-                                metrics=metrics))
-    jobs.mount(app, operator=deny_operator, is_operator=no_operator)
+    registry = SqlRegistryStore(store.engine, store.breaker)
+    auth_store = SqlAuthStore(store.engine, store.breaker)
+    app = create_app(ApiContext(
+        store=store, health=health, now_ms=now_ms, auth=build_auth(settings, registry, auth_store),
+        publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
+        routes=[lambda a: register_auth(a, auth_store, registry),
+                lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
+                jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
                         migrated, router, services=jobs.workers)
 
 
 def _observability(settings: CloudSettings, *, store: SqlTelemetryStore, bus: PahoIngestBus,
-                   broker_breaker: pybreaker.CircuitBreaker, worker: IngestionWorker,
+                   broker_breaker: CircuitBreaker, worker: IngestionWorker,
                    dispatcher: CommandDispatcher, acks: CommandAckWorker,
                    migrated: threading.Event) -> tuple[CloudMetrics, HealthChecks]:
     """Metrics and health probes over every part ``build_service`` made."""

@@ -1,6 +1,8 @@
 """``POST/GET /api/v1/devices/{device_id}/commands``: the command API consumers code against.
 
-POST needs an ``Idempotency-Key`` header (400 without). A new command answers 201 with the
+POST needs an ``Idempotency-Key`` header (400 without) and a caller allowed to control the
+device's home; GET one allowed to read it (``cloud_sync.auth``; another home's device is 404, as
+if it did not exist). A new command answers 201 with the
 status body and ``Location``; a retry with the same key and the same body answers 200 with the
 original command; the same key with another body is 422. Unknown device 404; an action the
 device does not support or bad params 422 naming the field; rate limit 429 and full gateway
@@ -17,6 +19,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Body, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
+from cloud_sync.auth import CurrentAccess, CurrentPrincipal, require_operator
 from cloud_sync.command_rules import (
     CommandRequest,
     CommandRequestError,
@@ -32,8 +35,6 @@ from protocols.trace import trace_id_of
 
 
 class CommandStore(Protocol):
-    def device(self, device_id: str) -> Device | None: ...
-
     def create_command(self, device: Device, idempotency_key: str, request: CommandRequest,
                        now_ms: int, limits: CommandLimits, *, traceparent: str | None = None,
                        ) -> tuple[StoredCommand, bool]: ...
@@ -66,8 +67,10 @@ def _location(command: StoredCommand) -> str:
 def register_commands(app: FastAPI, ctx: CommandApiContext) -> None:
     _register_errors(app)
 
-    @app.post("/api/v1/devices/{device_id}/commands", status_code=201)
-    def create_command(
+    @app.post("/api/v1/devices/{device_id}/commands", status_code=201, tags=["commands"])
+    def create_command(  # noqa: PLR0917 - dependencies, path, body and two headers
+        principal: CurrentPrincipal,
+        access: CurrentAccess,
         device_id: str,
         body: Annotated[Any, Body()] = None,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -76,29 +79,30 @@ def register_commands(app: FastAPI, ctx: CommandApiContext) -> None:
         # One span per request, continuing the caller's W3C traceparent header if it sent one.
         with span("POST /api/v1/devices/{device_id}/commands", traceparent=traceparent,
                   attributes={"http.request.method": "POST", "device.id": device_id}):
-            return _create(ctx, device_id, body, idempotency_key)
+            key = check_idempotency_key(idempotency_key)
+            request = parse_request(body, ctx.default_ttl_s)
+            device = access.require_device(principal, device_id, "control")
+            return _create(ctx, device, key, request)
 
-    @app.get("/api/v1/commands/stats")
-    def command_stats() -> dict[str, int]:
-        """Dispatcher and ack counters of this replica (never reset)."""
+    @app.get("/api/v1/commands/stats", tags=["commands"])
+    def command_stats(principal: CurrentPrincipal) -> dict[str, int]:
+        """Dispatcher and ack counters of this replica (never reset); operators only."""
+        require_operator(principal)
         return ctx.stats() if ctx.stats else {}
 
-    @app.get("/api/v1/devices/{device_id}/commands/{command_id}")
-    def get_command(device_id: str, command_id: str) -> dict[str, Any]:
+    @app.get("/api/v1/devices/{device_id}/commands/{command_id}", tags=["commands"])
+    def get_command(principal: CurrentPrincipal, access: CurrentAccess, device_id: str,
+                    command_id: str) -> dict[str, Any]:
+        access.require_device(principal, device_id)
         command = ctx.store.command(device_id, command_id)
         if command is None:
             raise NotFound(f"command {command_id!r} of device {device_id!r} does not exist")
         return command_json(command)
 
 
-def _create(ctx: CommandApiContext, device_id: str, body: Any,
-            idempotency_key: str | None) -> JSONResponse:
-    key = check_idempotency_key(idempotency_key)
-    request = parse_request(body, ctx.default_ttl_s)
-    device = ctx.store.device(device_id)
-    if device is None:
-        raise NotFound(f"device {device_id!r} is not registered")
-    check_capabilities(request, device_id, device.capabilities)
+def _create(ctx: CommandApiContext, device: Device, key: str,
+            request: CommandRequest) -> JSONResponse:
+    check_capabilities(request, device.id, device.capabilities)
     command, created = ctx.store.create_command(device, key, request, ctx.now_ms(),
                                                  ctx.limits, traceparent=current_traceparent())
     if created:

@@ -49,7 +49,7 @@ def command_message(command: StoredCommand, traceparent: str | None = None) -> C
     """The wire message for a stored command; ``traceparent`` (the publish span's, else the
     stored one) lets the gateway continue the command's trace."""
     return Command(command_id=command.command_id, gateway_id=command.gateway_id,
-                   device_id=command.device_id, action=Action(command.action),
+                   device_id=command.local_id, action=Action(command.action),
                    params=command.params, priority=Priority(command.priority),
                    issued_at=command.created_at, expires_at=command.expires_at,
                    traceparent=traceparent or command.traceparent)

@@ -32,7 +32,21 @@ class BrokerUnavailable(CloudSyncError):
 
 
 class NotFound(CloudSyncError):
-    """A named resource (gateway, dead letter) does not exist."""
+    """A named resource (gateway, dead letter) does not exist, or the caller may not see it
+    (the API answers both with 404, so existence never leaks)."""
+
+
+class Forbidden(CloudSyncError):
+    """The caller may see the resource but not do this to it (403)."""
+
+
+class Conflict(CloudSyncError):
+    """The request clashes with what exists (an e-mail already registered, a gateway of
+    another home): 409."""
+
+
+class BadInput(CloudSyncError):
+    """A request field is invalid; the message names it and the fix (422)."""
 
 
 class ReplayRejected(CloudSyncError):

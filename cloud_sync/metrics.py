@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import pybreaker
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -30,6 +29,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.pool import QueuePool
 from starlette.middleware.base import RequestResponseEndpoint
 
+from cloud_sync.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema import commands, dead_letters, outbox
 from cloud_sync.errors import StorageUnavailable
@@ -38,8 +38,8 @@ from protocols.commands import CommandAck
 
 log = logging.getLogger(__name__)
 
-BREAKER_STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1,
-                  pybreaker.STATE_OPEN: 2}
+BREAKER_STATES = {STATE_CLOSED: 0, STATE_HALF_OPEN: 1,
+                  STATE_OPEN: 2}
 # Command latency spans a publish, the gateway's execution and the ack: seconds, not ms.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -54,7 +54,7 @@ class Backlog:
     dead_letters_unreplayed: int
 
 
-def read_backlog(engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> Backlog:
+def read_backlog(engine: sa.Engine, breaker: CircuitBreaker) -> Backlog:
     """Outbox and dead-letter backlog; raises ``StorageUnavailable``."""
     depth_q = sa.select(sa.func.count(), sa.func.min(commands.c.created_at)).select_from(
         outbox.join(commands, commands.c.command_id == outbox.c.command_id))
@@ -80,7 +80,7 @@ class CloudSources:
     ingest_stats: Callable[[], dict[str, int]] | None = None
     dispatch_stats: Callable[[], dict[str, int]] | None = None
     ack_stats: Callable[[], dict[str, int]] | None = None
-    breakers: tuple[pybreaker.CircuitBreaker, ...] = ()
+    breakers: tuple[CircuitBreaker, ...] = ()
     engine: sa.Engine | None = None
     backlog: Callable[[], Backlog | None] | None = None  # None: not available yet
     broker_connected: Callable[[], bool] | None = None
@@ -230,7 +230,7 @@ class CloudMetrics:
 
 
 class CommandLookup(Protocol):
-    def command(self, device_id: str, command_id: str) -> StoredCommand | None: ...
+    def command_by_id(self, command_id: str) -> StoredCommand | None: ...
 
 
 def command_latency_observer(metrics: CloudMetrics, store: CommandLookup,
@@ -241,7 +241,8 @@ def command_latency_observer(metrics: CloudMetrics, store: CommandLookup,
     """
     def observe(ack: CommandAck, now_ms: int) -> None:
         try:
-            command = store.command(ack.device_id, ack.command_id)
+            # the ack names the device by its gateway-local id: look the command up by its id
+            command = store.command_by_id(ack.command_id)
         except StorageUnavailable as exc:
             log.debug("command latency of %s not observed: %s", ack.command_id, exc)
             return

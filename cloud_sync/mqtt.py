@@ -3,7 +3,7 @@
 MQTT 5, manual acks, a persistent session (``clean_start=False`` + session expiry) and a
 Receive Maximum equal to the worker's queue size: the broker then holds everything we have not
 acked, redelivers it after a crash or reconnect, and never sends more than we can queue.
-Publishing and acking go through a pybreaker breaker so a dead broker fails fast.
+Publishing and acking go through a circuit breaker so a dead broker fails fast.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pybreaker
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_sync.breaker import CircuitBreaker, CircuitOpen
 from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import InboundMessage
 
@@ -52,7 +52,7 @@ class PahoIngestBus:
                  sink: Callable[[InboundMessage], bool],
                  topic_filter: str | Sequence[str] | Callable[[], Sequence[str]] = TELEMETRY_FILTER,
                  receive_maximum: int = 64,
-                 keepalive_s: int = 30, breaker: pybreaker.CircuitBreaker | None = None) -> None:
+                 keepalive_s: int = 30, breaker: CircuitBreaker | None = None) -> None:
         self._host, self._port = host, port
         self._sink = sink
         # several filters share the connection, the session and the Receive Maximum; the
@@ -64,7 +64,7 @@ class PahoIngestBus:
             topic_filter if callable(topic_filter) else lambda: list(topic_filter))
         self._receive_maximum = receive_maximum
         self._keepalive_s = keepalive_s
-        self._breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=5,
+        self._breaker = breaker or CircuitBreaker(fail_max=5, reset_timeout=5,
                                                             name="broker")
         self._connected = threading.Event()
         self._refused = threading.Event()
@@ -118,7 +118,7 @@ class PahoIngestBus:
             raise BrokerUnavailable("not connected to the broker")
         try:
             info = self._breaker.call(lambda: self._client.publish(topic, payload, qos=1))
-        except pybreaker.CircuitBreakerError as exc:
+        except CircuitOpen as exc:
             raise BrokerUnavailable("broker circuit open") from exc
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             raise BrokerUnavailable(f"broker call failed: {mqtt.error_string(info.rc)}")
@@ -134,7 +134,7 @@ class PahoIngestBus:
                 raise BrokerUnavailable(f"broker call failed: {mqtt.error_string(rc)}")
         try:
             self._breaker.call(checked)
-        except pybreaker.CircuitBreakerError as exc:
+        except CircuitOpen as exc:
             raise BrokerUnavailable("broker circuit open") from exc
 
     # -- paho callbacks (network thread: never block here) -----------------------------------

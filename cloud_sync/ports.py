@@ -140,12 +140,52 @@ class IngestBus(Protocol):
 
 @dataclass(frozen=True)
 class Device:
-    """A registered device: which gateway drives it and the actions it accepts."""
+    """A registered device: which gateway drives it and the actions it accepts.
+
+    ``id`` is the registry's (the API path); ``local_id`` is the gateway's name for it: the
+    ``meter_id`` of its readings and the ``device_id`` on the command wire. ``kind`` is
+    ``meter`` or ``actuator``; meters have a ``role`` (``grid``, ``pv``, ``load``). ``home_id``
+    is its gateway's home (``None`` while the gateway is unassigned).
+    """
 
     id: str
     gateway_id: str
     kind: str
     capabilities: list[str]
+    created_at: int
+    local_id: str = ""
+    role: str | None = None
+    model: str | None = None
+    name: str | None = None
+    home_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.local_id:  # a device registered before local ids: the id is the wire id
+            object.__setattr__(self, "local_id", self.id)
+
+
+@dataclass(frozen=True)
+class Home:
+    id: str
+    name: str
+    timezone: str  # IANA name; analytics buckets days in it
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Gateway:
+    id: str  # the AWS IoT thing name
+    home_id: str | None
+    name: str | None
+    created_at: int
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str | None
+    operator: bool
     created_at: int
 
 
@@ -154,8 +194,9 @@ class StoredCommand:
     """One command row as the API reports it (times in epoch ms, ``None`` until reached)."""
 
     command_id: str
-    device_id: str
+    device_id: str  # the registry's id (the API path)
     gateway_id: str
+    local_id: str  # the device's id on its gateway: the command wire's device_id
     action: str
     params: dict[str, float | int | bool | str]
     priority: str

@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_CHARS = 32
+PLACEHOLDER_SECRETS = frozenset({
+    "changeme", "change-me", "secret", "password", "your-secret-here", "please-change-me",
+    "changeme-changeme-changeme-changeme", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})
 
 
 def _default_data_dir() -> Path:
@@ -77,6 +82,14 @@ class CloudSettings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     firmware_trust_root: Path | None = None
     rollout_tick_s: float = Field(default=5.0, gt=0)
+    # Auth: access tokens are HS256 JWTs signed with jwt_secret. Unset, a random secret is
+    # generated once into <data_dir>/jwt-secret (fine for one replica; replicas must share one,
+    # so set it in production). Per caller at most api_rate_per_min requests a minute (429 with
+    # Retry-After past it); log-in attempts per e-mail address are limited separately.
+    jwt_secret: SecretStr | None = None
+    token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)
+    api_rate_per_min: int = Field(default=1000, ge=1)
+    login_rate_per_min: int = Field(default=10, ge=1)
     tracing_exporter: Literal["none", "console", "otlp"] = "none"
     tracing_otlp_endpoint: str | None = None
     log_format: Literal["json", "text"] = "json"
@@ -87,6 +100,19 @@ class CloudSettings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if len(text) < MIN_SECRET_CHARS or text.lower() in PLACEHOLDER_SECRETS \
+                or len(set(text)) < 8:
+            raise ValueError(
+                f"use at least {MIN_SECRET_CHARS} random characters (placeholders are refused), "
+                "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
 
     @field_validator("db_url")

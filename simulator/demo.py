@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from simulator import demo_registry
 from simulator.broker import LocalBroker, free_port, wait_listening
 
 GATEWAY = "gw-demo"
@@ -91,8 +92,9 @@ def render(items: list[dict[str, object]], elapsed_s: float, stored: int) -> str
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path) -> Iterator[tuple[str, Children]]:
-    """Start broker, cloud, simulator and agent; yield the cloud's base URL and the children."""
+def running_stack(workdir: Path) -> Iterator[tuple[str, str, Children]]:
+    """Start broker, cloud, simulator and agent; yield the cloud's base URL, an operator API
+    key and the children."""
     logdir = workdir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(workdir / "broker")
@@ -103,20 +105,23 @@ def running_stack(workdir: Path) -> Iterator[tuple[str, Children]]:
         env = dict(os.environ, HOMEWATT_MQTT_URL=broker.url,
                    HOMEWATT_DATA_DIR=str(workdir / "cloud"), HOMEWATT_MQTT__URL=broker.url)
         env.pop("HOMEWATT_DB_URL", None)
-        subprocess.run([_script("homewatt-cloud"), "--log-level", "WARNING", "admin",
-                        "add-gateway", GATEWAY], env=env, check=True, stdout=subprocess.DEVNULL)
         api_port, sim_port = free_port(), free_port()
+        config = agent_config(workdir, sim_port)
+        cloud_dir = workdir / "cloud"
+        login = demo_registry.seed(f"sqlite:///{cloud_dir / 'cloud.sqlite'}", config,
+                                   cloud_dir / "demo-api-key")
         children.start("cloud", [_script("homewatt-cloud"), "serve", "--port", str(api_port)], env)
         children.start("simulator", [_script("homewatt-sim"), "meters", "--port", str(sim_port)],
                        env)
         wait_listening(sim_port)
         wait_listening(api_port, timeout_s=30)
         agent_env = dict(env, HOMEWATT_DATA_DIR=str(workdir / "agent"))
-        config = agent_config(workdir, sim_port)
         children.start("agent", [_script("homewatt-agent"), "run", "--config", str(config)],
                        agent_env)
-        print(f"cloud API: http://127.0.0.1:{api_port}/docs   logs: {logdir}")
-        yield f"http://127.0.0.1:{api_port}", children
+        print(f"cloud API: http://127.0.0.1:{api_port}/docs   logs: {logdir}\n"
+              f"log in as {login.email} / {login.password} (owner of {demo_registry.HOME_ID}); "
+              f"operator API key in {cloud_dir / 'demo-api-key'}")
+        yield f"http://127.0.0.1:{api_port}", login.api_key, children
     finally:
         children.stop()
         broker.stop()
@@ -141,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shown_any = False
     try:
-        with running_stack(args.workdir) as (base, children), \
-                httpx.Client(base_url=base, timeout=2) as api:
+        with running_stack(args.workdir) as (base, api_key, children), \
+                httpx.Client(base_url=base, timeout=2, headers={"X-API-Key": api_key}) as api:
             while not stop and (not args.duration or time.monotonic() - started < args.duration):
                 time.sleep(1)
                 if stop:  # Ctrl-C reached the children too: they are stopping, not failing

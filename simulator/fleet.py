@@ -16,6 +16,7 @@ each kind. Logs are in ``<workdir>/logs``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -125,6 +126,8 @@ class Fleet:
         self.agents: list[Child] = []
         # name -> exit code of each process :meth:`stop` stopped (None: it had to be killed).
         self.exit_codes: dict[str, int | None] = {}
+        # An operator API key made by :meth:`register`: monitors and drivers send it.
+        self.api_headers: dict[str, str] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Fleet:
         ids = self.workdir / "workers" / "gateways.txt"
         ids.write_text("".join(f"{gw}\n" for gw in self.gateway_ids()))
         self._admin("add-gateway", "--from-file", str(ids))
+        key = json.loads(self._admin("create-api-key", "--name", "fleet", "--operator", "--json"))
+        self.api_headers = {"X-API-Key": key["api_key"]}
         if not self.actuators:
             return
         for device, caps in ((switch_device, SWITCH_CAPABILITIES),
@@ -176,12 +181,13 @@ class Fleet:
             pairs.write_text("".join(f"{gw} {device(gw)}\n" for gw in self.gateway_ids()))
             self._admin("add-device", "--from-file", str(pairs), "--capabilities", caps)
 
-    def _admin(self, *args: str) -> None:
+    def _admin(self, *args: str) -> str:
         done = subprocess.run([_script("homewatt-cloud"), "--log-level", "WARNING", "admin",
                                *args], env=self._cloud_env(0), capture_output=True, check=False)
         if done.returncode != 0:
             raise FleetError(f"homewatt-cloud admin {args[0]} failed: "
                              f"{done.stderr.decode(errors='replace')[-2000:]}")
+        return done.stdout.decode()
 
     # --- cloud replicas -----------------------------------------------------------------
 

@@ -118,7 +118,7 @@ def _watch(fleet: Fleet, args: argparse.Namespace, stop: threading.Event) -> Non
     began = time.monotonic()
     before: Snapshot | None = None
     try:
-        with httpx.Client(timeout=2) as client:
+        with httpx.Client(timeout=2, headers=fleet.api_headers) as client:
             while not stop.wait(args.every):
                 now = snapshot(follower, client, fleet.api_urls, len(fleet.homes))
                 _say(render(now, before, time.monotonic() - began))

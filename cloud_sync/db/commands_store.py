@@ -1,4 +1,4 @@
-"""``SqlCommandStore``: devices, commands and the transactional outbox in SQLite or PostgreSQL.
+"""``SqlCommandStore``: commands and the transactional outbox in SQLite or PostgreSQL.
 
 Creating a command writes the command row and its outbox row in ONE transaction, so a command
 the API acknowledged is always dispatched (a crash before publishing leaves the outbox row).
@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 
+from cloud_sync.breaker import CircuitBreaker, CircuitOpen
 from cloud_sync.command_rules import (
     OPEN_STATUSES,
     RATE_WINDOW_MS,
@@ -35,9 +35,9 @@ from cloud_sync.command_rules import (
     queue_refusal,
     rate_refusal,
 )
-from cloud_sync.db.schema import commands, dead_letters, devices, gateways, outbox
+from cloud_sync.db.schema import commands, dead_letters, gateways, outbox
 from cloud_sync.db.store import DB_ERRORS
-from cloud_sync.errors import CloudSyncError, NotFound, StorageUnavailable
+from cloud_sync.errors import CloudSyncError, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, Device, StoredCommand
 from protocols.commands import CommandAck, Priority
 
@@ -70,12 +70,12 @@ class _Unknown(Exception):
     """Rolls back an ack transaction whose command does not exist."""
 
 
-def guard_db(breaker: pybreaker.CircuitBreaker, func: Callable[[], T]) -> T:
+def guard_db(breaker: CircuitBreaker, func: Callable[[], T]) -> T:
     """Run ``func`` through the breaker; database trouble becomes ``StorageUnavailable``."""
     retry_after = float(breaker.reset_timeout)
     try:
         return breaker.call(func)
-    except pybreaker.CircuitBreakerError as exc:
+    except CircuitOpen as exc:
         raise StorageUnavailable("database circuit open: recent calls failed",
                                  retry_after_s=retry_after) from exc
     except DB_ERRORS as exc:
@@ -91,7 +91,7 @@ def new_command_id() -> str:
 class SqlCommandStore:
     """Shares the engine and the database circuit breaker with the telemetry store."""
 
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 
@@ -101,40 +101,6 @@ class SqlCommandStore:
     @property
     def _pg(self) -> bool:
         return self.engine.dialect.name == "postgresql"
-
-    # -- devices ---------------------------------------------------------------------------
-
-    def add_device(self, gateway_id: str, device_id: str, kind: str,
-                   capabilities: Sequence[str], now_ms: int) -> bool:
-        """Register (or re-capability) a device; ``False`` when it existed. Raises ``NotFound``
-        when the gateway is not registered."""
-        def run() -> bool:
-            with self.engine.begin() as conn:
-                if conn.scalar(sa.select(gateways.c.id).where(gateways.c.id == gateway_id)) \
-                        is None:
-                    raise NotFound(f"gateway {gateway_id!r} is not registered")
-                values = {"gateway_id": gateway_id, "kind": kind, "deleted_at": None,
-                          "capabilities": json.dumps(list(capabilities))}
-                updated = conn.execute(devices.update().where(devices.c.id == device_id)
-                                       .values(**values)).rowcount
-                if updated:
-                    return False
-                conn.execute(devices.insert().values(id=device_id, created_at=now_ms, **values))
-                return True
-        return self._guard(run)
-
-    def device(self, device_id: str) -> Device | None:
-        stmt = sa.select(devices).where(devices.c.id == device_id, devices.c.deleted_at.is_(None))
-
-        def run() -> Device | None:
-            with self.engine.connect() as conn:
-                row = conn.execute(stmt).first()
-            if row is None:
-                return None
-            m = row._mapping
-            return Device(m["id"], m["gateway_id"], m["kind"], json.loads(m["capabilities"]),
-                          int(m["created_at"]))
-        return self._guard(run)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -163,6 +129,7 @@ class SqlCommandStore:
                 command_id = new_command_id()
                 conn.execute(commands.insert().values(
                     command_id=command_id, device_id=device.id, gateway_id=device.gateway_id,
+                    local_id=device.local_id,
                     idempotency_key=idempotency_key, request_hash=digest,
                     action=request.action.value, params=json.dumps(request.params),
                     priority=request.priority.value, status=CommandStatus.PENDING.value,
@@ -217,6 +184,9 @@ class SqlCommandStore:
                                          commands.c.device_id == device_id)
         return self._one(stmt)
 
+    def command_by_id(self, command_id: str) -> StoredCommand | None:
+        return self._one(sa.select(commands).where(commands.c.command_id == command_id))
+
     def command_by_key(self, device_id: str, key: str) -> StoredCommand | None:
         stmt = sa.select(commands).where(commands.c.device_id == device_id,
                                          commands.c.idempotency_key == key)
@@ -249,7 +219,8 @@ class SqlCommandStore:
                                                    outbox.c.gateway_id == gateway_id))
                 stmt = sa.select(commands).where(commands.c.command_id == ack.command_id)
                 row = conn.execute(stmt.with_for_update() if self._pg else stmt).first()
-                if row is None or row.gateway_id != gateway_id or row.device_id != ack.device_id:
+                # the gateway names the device by its local id, as the command did
+                if row is None or row.gateway_id != gateway_id or row.local_id != ack.device_id:
                     raise _Unknown
                 update = apply_ack(CommandStatus(row.status), row.delivered_at, ack, now_ms)
                 if update is None:
@@ -288,6 +259,7 @@ def command_from_row(row: sa.Row[Any]) -> StoredCommand:
         return None if m[name] is None else int(m[name])
     return StoredCommand(
         command_id=m["command_id"], device_id=m["device_id"], gateway_id=m["gateway_id"],
+        local_id=m["local_id"],
         action=m["action"], params=json.loads(m["params"]), priority=m["priority"],
         status=m["status"], created_at=int(m["created_at"]), expires_at=int(m["expires_at"]),
         sent_at=opt("sent_at"), delivered_at=opt("delivered_at"),

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema import gateways
 from cloud_sync.db.schema_firmware import (
@@ -59,7 +59,7 @@ def bundle_id_of(manifest: Manifest) -> str:
 
 
 class SqlFirmwareStore:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 

@@ -15,11 +15,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.schema_jobs import job_executions, job_things, jobs
 from cloud_sync.jobs import wire
@@ -44,7 +44,7 @@ MINUTE_MS = 60_000
 
 
 class SqlJobsStore:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-import pybreaker
 import sqlalchemy as sa
 
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.command_rules import EXPIRED_UNACKED_REASON, OPEN_STATUSES, CommandStatus
 from cloud_sync.db.commands_store import command_from_row, guard_db
 from cloud_sync.db.schema import commands, outbox
@@ -29,7 +29,7 @@ Publisher = Callable[[Sequence[StoredCommand]], list[str]]
 
 
 class SqlOutbox:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 

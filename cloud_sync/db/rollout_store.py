@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.firmware_store import Bundle
 from cloud_sync.db.jobs_store import SqlJobsStore
@@ -49,7 +49,7 @@ class RolloutTick:
 
 
 class SqlRolloutStore:
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker,
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker,
                  jobs: SqlJobsStore) -> None:
         self.engine = engine
         self.breaker = breaker

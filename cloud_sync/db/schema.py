@@ -11,8 +11,13 @@ metadata = sa.MetaData()
 gateways = sa.Table(
     "gateways",
     metadata,
-    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),  # the AWS IoT thing name
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # revision 0004: the home it serves (None until an installer assigns it), a display name,
+    # and soft deletion (its readings stay; telemetry from a deleted gateway is dead-lettered)
+    sa.Column("home_id", sa.String(64), sa.ForeignKey("homes.id"), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
 )
 
 readings = sa.Table(
@@ -47,20 +52,31 @@ READING_COLUMNS = ("gateway_id", "seq", "meter_id", "channel", "value", "unit", 
 devices = sa.Table(
     "devices",
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
+    # revision 0004: ``{gateway_id}.{local_id}`` by default, so two homes may both have a
+    # "water-heater" and re-registering a device is idempotent
+    sa.Column("id", sa.String(200), primary_key=True),
     sa.Column("gateway_id", sa.String(128), sa.ForeignKey("gateways.id"), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # "meter" | "actuator" (0004)
     sa.Column("capabilities", sa.Text, nullable=False),  # JSON list of action names
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    # revision 0004: the id the gateway uses (meter_id in readings, device_id on the command
+    # wire), the meter's role in the home's energy flow, a free-form model and display name
+    sa.Column("local_id", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(8), nullable=True),  # meters: "grid" | "pv" | "load"
+    sa.Column("model", sa.String(64), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.UniqueConstraint("gateway_id", "local_id", name="uq_devices_gateway_local"),
 )
 
 commands = sa.Table(
     "commands",
     metadata,
     sa.Column("command_id", sa.String(64), primary_key=True),
-    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(200), nullable=False),
     sa.Column("gateway_id", sa.String(128), nullable=False),
+    # revision 0004: the device's id on its gateway when the command was made (the wire id)
+    sa.Column("local_id", sa.String(64), nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=False),
     sa.Column("request_hash", sa.String(64), nullable=False),
     sa.Column("action", sa.String(32), nullable=False),

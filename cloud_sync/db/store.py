@@ -1,7 +1,8 @@
 """``SqlTelemetryStore``: the SQLAlchemy adapter behind ``TelemetryStore`` and ``TelemetryQueries``.
 
-Every public call runs through one pybreaker circuit breaker: database errors and timeouts
-count as failures, and once it is open calls fail at once with ``StorageUnavailable`` (the
+Every public call runs through one circuit breaker (``cloud_sync.breaker``): database errors
+and timeouts count as failures, and once it is open calls fail at once with
+``StorageUnavailable`` (the
 REST layer answers 503 + Retry-After; the worker stops acking and retries with backoff).
 Readings go in with ``ON CONFLICT DO NOTHING`` so a resent batch is a no-op; on PostgreSQL
 they are COPY-ed into a per-connection temp table first, then inserted in one statement.
@@ -14,9 +15,9 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
-import pybreaker
 import sqlalchemy as sa
 
+from cloud_sync.breaker import STATE_OPEN, CircuitBreaker, CircuitOpen
 from cloud_sync.db.engine import is_sqlite
 from cloud_sync.db.schema import READING_COLUMNS, dead_letters, gateways, readings
 from cloud_sync.errors import StorageUnavailable
@@ -36,12 +37,10 @@ _PG_MERGE = (f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_stage
 Row = tuple[str, int, str, str, float | None, str, int, str]
 
 
-def make_db_breaker(fail_max: int, reset_s: float) -> pybreaker.CircuitBreaker:
+def make_db_breaker(fail_max: int, reset_s: float) -> CircuitBreaker:
     """A breaker that counts only database failures, not bugs or bad input."""
-    return pybreaker.CircuitBreaker(
-        fail_max=fail_max, reset_timeout=reset_s, name="database",
-        exclude=[lambda exc: not isinstance(exc, DB_ERRORS)],
-    )
+    return CircuitBreaker(fail_max=fail_max, reset_timeout=reset_s, name="database",
+                          counts=lambda exc: isinstance(exc, DB_ERRORS))
 
 
 def _rows(batches: Sequence[TelemetryBatch]) -> Iterator[Row]:
@@ -59,13 +58,13 @@ def now_ms() -> int:
 class SqlTelemetryStore:
     """Readings, gateways and dead letters in SQLite or PostgreSQL."""
 
-    def __init__(self, engine: sa.Engine, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
         self.breaker = breaker
 
     @property
     def breaker_open(self) -> bool:
-        return str(self.breaker.current_state) == pybreaker.STATE_OPEN
+        return str(self.breaker.current_state) == STATE_OPEN
 
     def retry_after_s(self) -> float:
         return float(self.breaker.reset_timeout)
@@ -73,7 +72,7 @@ class SqlTelemetryStore:
     def _guard(self, func: Callable[[], T]) -> T:
         try:
             return self.breaker.call(func)
-        except pybreaker.CircuitBreakerError as exc:
+        except CircuitOpen as exc:
             raise StorageUnavailable("database circuit open: recent calls failed",
                                      retry_after_s=self.retry_after_s()) from exc
         except DB_ERRORS as exc:
@@ -93,7 +92,9 @@ class SqlTelemetryStore:
     def known_gateways(self, gateway_ids: Collection[str]) -> set[str]:
         if not gateway_ids:
             return set()
-        stmt = sa.select(gateways.c.id).where(gateways.c.id.in_(list(gateway_ids)))
+        # a soft-deleted gateway's telemetry is dead-lettered like an unknown gateway's
+        stmt = sa.select(gateways.c.id).where(gateways.c.id.in_(list(gateway_ids)),
+                                              gateways.c.deleted_at.is_(None))
 
         def run() -> set[str]:
             with self.engine.connect() as conn:

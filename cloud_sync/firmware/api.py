@@ -11,12 +11,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from starlette.concurrency import run_in_threadpool
 
+from cloud_sync.auth import CurrentPrincipal, Principal, require_operator
+from cloud_sync.auth.deps import TOKEN_URL, CurrentAuth, current_principal
 from cloud_sync.db.firmware_store import FirmwareConflict
 from cloud_sync.errors import NotFound
 from cloud_sync.firmware.models import BlockIn, GroupIn, RolloutIn
@@ -28,13 +31,33 @@ PREFIX = "/api/v1/firmware"
 UPLOAD_CHUNK = 1024 * 1024
 
 
+_bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_fleet_operator(principal: CurrentPrincipal) -> Principal:
+    """Fleet endpoints: 401 without credentials, 403 for a non-operator."""
+    require_operator(principal)
+    return principal
+
+
+def optional_operator(ctx: CurrentAuth,
+                      bearer: Annotated[str | None, Security(_bearer)] = None,
+                      api_key: Annotated[str | None, Security(_api_key)] = None) -> bool:
+    """True for an operator's credentials, False without any (a device's token decides);
+    bad credentials are still a 401."""
+    if not (bearer or api_key):
+        return False
+    return current_principal(ctx, bearer, api_key).operator
+
+
 @dataclass
 class FirmwareApiContext:
     service: FirmwareService
-    # FastAPI dependency: returns normally for an operator, raises 401/404 otherwise
-    operator: Callable[..., Any]
-    # FastAPI dependency: True when the request carries operator credentials (no raise)
-    is_operator: Callable[..., Any]
+    # FastAPI dependency: returns for an operator, raises 401/403 otherwise
+    operator: Callable[..., Any] = require_fleet_operator
+    # FastAPI dependency: True when the request carries operator credentials
+    is_operator: Callable[..., Any] = optional_operator
 
 
 def register_firmware(app: FastAPI, ctx: FirmwareApiContext) -> None:
@@ -191,11 +214,3 @@ def _fleet(app: FastAPI, ctx: FirmwareApiContext) -> None:
 
 
 
-def deny_operator() -> None:
-    """Until an auth package provides ``require_operator``: fleet endpoints refuse."""
-    raise HTTPException(401, "firmware administration needs operator credentials",
-                        headers={"WWW-Authenticate": "Bearer"})
-
-
-def no_operator() -> bool:
-    return False

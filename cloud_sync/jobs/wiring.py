@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -29,9 +27,9 @@ class JobsParts:
     firmware: FirmwareService
     workers: list[WorkerThread] = field(default_factory=list)
 
-    def mount(self, app: FastAPI, *, operator: Callable[..., Any],
-              is_operator: Callable[..., Any]) -> None:
-        register_firmware(app, FirmwareApiContext(self.firmware, operator, is_operator))
+    def mount(self, app: FastAPI) -> None:
+        """The firmware REST API, operator-only except token-holding payload downloads."""
+        register_firmware(app, FirmwareApiContext(self.firmware))
 
 
 def _trust_root(settings: CloudSettings) -> TrustRoot | None:

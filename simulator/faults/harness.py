@@ -138,7 +138,8 @@ class ChaosRun:
             setup()
             self.driver = CommandDriver(self.fleet.api_urls,
                                         plan_commands(self.gateways(), p.commands_per_gateway),
-                                        spread_s=p.duration_s * COMMANDS_UNTIL)
+                                        spread_s=p.duration_s * COMMANDS_UNTIL,
+                                        headers=self.fleet.api_headers)
             t0 = time.monotonic()
             self.driver.start()
             self._sleep_until(t0 + p.duration_s * FAULT_AT)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from cloud_sync.registry_rules import device_id_for
 from simulator.faults.ledger import FINAL_STATUSES, IssuedCommand
 from simulator.fleet_plan import setpoint_device, switch_device
 
@@ -29,7 +30,8 @@ RETRY_S = 0.5
 @dataclass
 class PlannedCommand:
     key: str
-    device_id: str
+    gateway_id: str
+    device_id: str  # the gateway's own id for the device (as the ledger attributes writes)
     body: dict[str, Any]
     expected_write: int
     command_id: str | None = None
@@ -48,24 +50,31 @@ def plan_commands(gateways: Sequence[str], per_gateway: int, ttl_s: int = 120,
                 on = (k // 2) % 2
                 body = {"action": "switch_on" if on else "switch_off", "params": {},
                         "ttl_s": ttl_s}
-                planned.append(PlannedCommand(f"{run_id}-{gw}-{k}", switch_device(gw), body, on))
+                planned.append(PlannedCommand(f"{run_id}-{gw}-{k}", gw, switch_device(gw), body,
+                                              on))
             else:
                 value = 30.0 + 0.5 * (k // 2)
                 body = {"action": "set_setpoint", "params": {"value": value}, "ttl_s": ttl_s}
-                planned.append(PlannedCommand(f"{run_id}-{gw}-{k}", setpoint_device(gw), body,
+                planned.append(PlannedCommand(f"{run_id}-{gw}-{k}", gw, setpoint_device(gw), body,
                                               round(value * 10)))
     return planned
+
+
+def _api_id(command: PlannedCommand) -> str:
+    """The registry's id of the command's device: the API path."""
+    return device_id_for(command.gateway_id, command.device_id)
 
 
 class CommandDriver:
     """Issues planned commands spread over ``spread_s`` on a thread; polls their statuses."""
 
     def __init__(self, api_urls: Sequence[str], planned: list[PlannedCommand],
-                 spread_s: float) -> None:
+                 spread_s: float, headers: dict[str, str]) -> None:
+        """``headers`` authenticate the driver (an operator API key)."""
         self.api_urls, self.planned, self.spread_s = list(api_urls), planned, spread_s
         self.post_failures: list[str] = []
         self._thread: threading.Thread | None = None
-        self._client = httpx.Client(timeout=10)
+        self._client = httpx.Client(timeout=10, headers=headers)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._issue_all, daemon=True, name="commands")
@@ -91,7 +100,7 @@ class CommandDriver:
         while time.monotonic() < deadline:
             url = self.api_urls[i % len(self.api_urls)]
             try:
-                reply = self._client.post(f"{url}/api/v1/devices/{command.device_id}/commands",
+                reply = self._client.post(f"{url}/api/v1/devices/{_api_id(command)}/commands",
                                           json=command.body,
                                           headers={"Idempotency-Key": command.key})
             except httpx.HTTPError as exc:
@@ -123,7 +132,7 @@ class CommandDriver:
         for url in self.api_urls:
             try:
                 reply = self._client.get(
-                    f"{url}/api/v1/devices/{command.device_id}/commands/{command.command_id}")
+                    f"{url}/api/v1/devices/{_api_id(command)}/commands/{command.command_id}")
             except httpx.HTTPError:
                 continue
             if reply.status_code == 200:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloud_sync.registry_rules import device_id_for
 from simulator.fleet import Fleet
 from simulator.fleet_ledger import drain, telemetry_ledger
 from simulator.fleet_plan import setpoint_device, switch_device
@@ -28,6 +29,7 @@ FINAL = {"executed", "rejected", "failed", "expired", "unknown"}
 
 
 def issue(api: httpx.Client, base: str, device: str, key: str, body: dict[str, Any]) -> str:
+    """``device`` is the registry id (the API path)."""
     reply = api.post(f"{base}/api/v1/devices/{device}/commands", json=body,
                      headers={"Idempotency-Key": key})
     assert reply.status_code == 201, reply.text
@@ -43,6 +45,7 @@ def issue_round(fleet: Fleet, api: httpx.Client, name: str, replica_of: Any,
                                                      "params": {"value": 30 + k}, "ttl_s": 120}
         else:
             device, body = switch_device(gateway), {"action": name, "params": {}, "ttl_s": 120}
+        device = device_id_for(gateway, device)
         issued.append((device, issue(api, base, device, f"{name}-{gateway}", body)))
 
 
@@ -77,7 +80,7 @@ def test_two_replicas_one_killed_store_every_reading_once_and_run_every_command_
     try:
         fleet.start()
         wait_until(lambda: all(fleet.stored_seqs().values()), 60, "readings from every gateway")
-        with httpx.Client(timeout=10) as api:
+        with httpx.Client(timeout=10, headers=fleet.api_headers) as api:
             issue_round(fleet, api, "switch_off", lambda k: k % 2, issued)
             issue_round(fleet, api, "setpoint", lambda k: (k + 1) % 2, issued)
             fleet.kill_cloud(1)  # mid-run: commands and telemetry in flight on both

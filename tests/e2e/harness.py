@@ -6,6 +6,7 @@ installer or operator would run it, so SIGKILL faults are real.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -108,15 +110,25 @@ class Stack:
                      f"unit = {unit}\ninterval_s = {interval_s}\n")
         return text
 
-    def admin(self, *args: str) -> None:
-        subprocess.run([str(BIN / "homewatt-cloud"), "admin", *args], env=self.cloud_env,
-                       check=True, capture_output=True)
+    def admin(self, *args: str) -> dict[str, Any]:
+        """Run ``homewatt-cloud admin ... --json``; its (last) JSON result."""
+        done = subprocess.run([str(BIN / "homewatt-cloud"), "admin", *args, "--json"],
+                              env=self.cloud_env, check=True, capture_output=True, text=True)
+        result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return result
+
+    def device_id(self, local_id: str) -> str:
+        """The registry id (the API path) of the gateway's device ``local_id``."""
+        return f"{self.gateway}.{local_id}"
 
     def start(self, devices: dict[str, str] | None = None) -> None:
-        """Register the gateway (and ``devices``: id -> capabilities), then start everything."""
+        """Register the gateway (and ``devices``: local id -> capabilities) and an operator API
+        key for ``api``, then start everything."""
         self.admin("add-gateway", self.gateway)
-        for device_id, capabilities in (devices or {}).items():
-            self.admin("add-device", self.gateway, device_id, "--capabilities", capabilities)
+        for local_id, capabilities in (devices or {}).items():
+            self.admin("add-device", self.gateway, local_id, "--capabilities", capabilities)
+        key = self.admin("create-api-key", "--name", "e2e", "--operator")["api_key"]
+        self.api.headers["X-API-Key"] = key
         self.sim.start()
         wait_port(self.sim_port)
         self.cloud.start()

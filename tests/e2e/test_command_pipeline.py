@@ -37,7 +37,7 @@ setpoint_max = 55
 
 
 def post(stack: Stack, device: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    reply = stack.api.post(f"/api/v1/devices/{device}/commands", json=body,
+    reply = stack.api.post(f"/api/v1/devices/{stack.device_id(device)}/commands", json=body,
                            headers={"Idempotency-Key": key})
     return reply.status_code, reply.json()
 
@@ -46,7 +46,8 @@ def final_status(stack: Stack, device: str, command_id: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def done() -> bool:
-        seen.update(stack.api.get(f"/api/v1/devices/{device}/commands/{command_id}").json())
+        path = f"/api/v1/devices/{stack.device_id(device)}/commands/{command_id}"
+        seen.update(stack.api.get(path).json())
         return seen.get("status") in FINAL
 
     wait_until(done, 30, f"command {command_id} to reach a final status", every_s=0.05)

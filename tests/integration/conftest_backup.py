@@ -12,11 +12,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cloud_sync.auth.principal import Role
 from cloud_sync.command_rules import CommandRequest
 from cloud_sync.db import migrate
+from cloud_sync.db.auth_store import SqlAuthStore
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.schema import commands, dead_letters, devices, gateways, outbox, readings
+from cloud_sync.db.schema_registry import api_key_scopes, api_keys, homes, memberships, users
 from cloud_sync.db.store import SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.ports import DeadLetterIn
 from protocols.commands import Action, Priority
@@ -40,10 +44,17 @@ def fill_with_store(url: str, readings_per_gateway: int = 300) -> None:
         dead = [DeadLetterIn("hw/gw-x/telemetry", b"\x00\xffnot json", "decode error", now_ms())]
         telemetry.ingest(batches, dead)
         store = SqlCommandStore(engine, breaker)
+        registry = SqlRegistryStore(engine, breaker)
+        auth = SqlAuthStore(engine, breaker)  # filled twice in one test: get-or-create
+        home = registry.home("backup-home") or registry.create_home(
+            "backup home", "Europe/Berlin", now_ms(), home_id="backup-home")
+        owner = auth.user_by_email("owner@example.com") or auth.create_user(
+            "owner@example.com", None, now_ms())
+        auth.set_membership(owner.id, home.id, Role.OWNER, now_ms())
         for gw in GATEWAYS:
-            store.add_device(gw, f"relay-{gw}", "relay", ["switch_on", "switch_off"], now_ms())
-            device = store.device(f"relay-{gw}")
-            assert device is not None
+            registry.add_gateway(gw, now_ms(), home_id=home.id)
+            device, _ = registry.add_device(gw, "relay", now_ms(), kind="actuator",
+                                            capabilities=["switch_on", "switch_off"])
             for action in (Action.SWITCH_ON, Action.SWITCH_OFF):
                 store.create_command(device, uuid.uuid4().hex,
                                      CommandRequest(action, {}, 60, Priority.NORMAL),
@@ -54,6 +65,7 @@ def fill_with_store(url: str, readings_per_gateway: int = 300) -> None:
 
 def _command(i: int) -> dict[str, Any]:
     return {"command_id": f"c-{i}", "device_id": "dev-1", "gateway_id": "gw-1",
+            "local_id": "dev-1",
             "idempotency_key": f"key-{i}", "request_hash": "ab" * 32, "action": "switch_on",
             "params": '{"level": 0.5}', "priority": "normal", "status": "pending",
             "created_at": 1_700_000_000_000 + i, "expires_at": 1_700_000_060_000 + i,
@@ -64,8 +76,13 @@ def _command(i: int) -> dict[str, Any]:
 def fill_every_table(engine: sa.Engine) -> None:
     """Deterministic rows in every table of the head schema (unicode, bytes, NULLs, floats)."""
     with engine.begin() as conn:
-        conn.execute(gateways.insert(), [{"id": gw, "created_at": 1_700_000_000_000}
-                                         for gw in ("gw-1", "Gw-2", "gw-ä")])
+        _fill_registry(conn)
+        conn.execute(gateways.insert(), [
+            {"id": gw, "created_at": 1_700_000_000_000, "home_id": home, "name": name,
+             "deleted_at": deleted}
+            for gw, home, name, deleted in (("gw-1", "home-1", "Keller", None),
+                                            ("Gw-2", None, None, None),
+                                            ("gw-ä", "home-1", "Dachböden ☀", 1_700_000_500_000))])
         conn.execute(readings.insert(), [
             {"gateway_id": gw, "seq": seq, "meter_id": "m1", "channel": "power_w",
              "value": None if seq == 3 else seq * 0.1, "unit": "W",
@@ -75,14 +92,40 @@ def fill_every_table(engine: sa.Engine) -> None:
             {"received_at": 1_700_000_000_000, "topic": "hw/gw-9/telemetry",
              "payload": bytes(range(256)), "reason": "unknown gateway", "replayed_at": None}])
         conn.execute(devices.insert(), [
-            {"id": "dev-1", "gateway_id": "gw-1", "kind": "relay",
+            {"id": "dev-1", "gateway_id": "gw-1", "kind": "actuator", "local_id": "dev-1",
              "capabilities": '["switch_on"]', "created_at": 1_700_000_000_000,
-             "deleted_at": None}])
+             "deleted_at": None, "role": None, "model": "relay", "name": "Boiler"},
+            {"id": "gw-1.grid", "gateway_id": "gw-1", "kind": "meter", "local_id": "grid",
+             "capabilities": "[]", "created_at": 1_700_000_000_000,
+             "deleted_at": 1_700_000_900_000, "role": "grid", "model": "sdm630", "name": None}])
         conn.execute(commands.insert(), [_command(i) for i in range(1, 6)])
         conn.execute(outbox.insert(), [
             {"command_id": f"c-{i}", "gateway_id": "gw-1", "priority": 1,
              "available_at": 1_700_000_000_000 + i, "attempts": 0, "published_at": None}
             for i in range(1, 6)])
+
+
+def _fill_registry(conn: sa.Connection) -> None:
+    conn.execute(homes.insert(), [
+        {"id": "home-1", "name": "Müller", "timezone": "Europe/Berlin",
+         "created_at": 1_700_000_000_000, "deleted_at": None},
+        {"id": "home-2", "name": "gone", "timezone": "UTC", "created_at": 1_700_000_000_000,
+         "deleted_at": 1_700_000_100_000}])
+    conn.execute(users.insert(), [
+        {"id": "user-1", "email": "owner@example.com", "name": "Ö. Wner",
+         "password_hash": "scrypt$16384$8$1$c2FsdA$aGFzaA", "operator": False,
+         "created_at": 1_700_000_000_000, "deleted_at": None},
+        {"id": "user-2", "email": "ops@example.com", "name": None, "password_hash": None,
+         "operator": True, "created_at": 1_700_000_000_000, "deleted_at": None}])
+    conn.execute(memberships.insert(), [
+        {"user_id": "user-1", "home_id": "home-1", "role": "owner",
+         "created_at": 1_700_000_000_000}])
+    conn.execute(api_keys.insert(), [
+        {"id": "0123456789abcdef", "name": "script", "secret_sha256": "ab" * 32,
+         "user_id": "user-1", "operator": False, "created_at": 1_700_000_000_000,
+         "expires_at": None, "revoked_at": None}])
+    conn.execute(api_key_scopes.insert(), [
+        {"api_key_id": "0123456789abcdef", "home_id": "home-1", "role": "member"}])
 
 
 def table_rows(engine: sa.Engine) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,6 +25,7 @@ from cloud_sync.bootstrap import CloudService, build_service, build_store, load_
 from cloud_sync.db import migrate
 from cloud_sync.settings import CloudSettings
 from protocols import Reading, TelemetryAck, TelemetryBatch, Unit, decode, encode, topics
+from tests.auth_helpers import headers, operator_key
 from tests.services import Mosquitto, running_mosquitto, throwaway_postgres
 
 GW = "gw-1"
@@ -105,6 +107,14 @@ def cloud(db_url: str, broker: Mosquitto, tmp_path: Path) -> Iterator[CloudServi
         yield service
     finally:
         service.stop()
+
+
+def api_client(service: CloudService, api_key: str | None = None) -> httpx.AsyncClient:
+    """An in-process client of ``service``'s API, authenticated with ``api_key`` (default: a
+    new operator key)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app),
+                             base_url="http://cloud",
+                             headers=headers(api_key or operator_key(service.engine)))
 
 
 class Edge:

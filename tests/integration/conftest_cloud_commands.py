@@ -19,26 +19,33 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_sync.bootstrap import CloudService, build_service, build_store
 from cloud_sync.db import migrate
-from cloud_sync.db.commands_store import SqlCommandStore
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.settings import CloudSettings
 from protocols import decode, encode, topics
 from protocols.commands import Command, CommandAck, Outcome
-from tests.integration.conftest_cloud import GW, cloud_settings, wait_until
+from tests.integration.conftest_cloud import GW, api_client, cloud_settings, wait_until
 from tests.services import Mosquitto
 
+# The gateway's names for its devices (the command wire's device_id) and their registry ids
+# (the API path): two homes may both have a "relay-1".
 DEVICE = "relay-1"
 EVSE = "evse-1"
+DEVICE_ID = f"{GW}.{DEVICE}"
+EVSE_ID = f"{GW}.{EVSE}"
 ALL_CAPS = ["switch_on", "switch_off", "set_setpoint"]
 
 
 def register_devices(settings: CloudSettings) -> None:
+    """Register the gateway and its two actuators."""
     store = build_store(settings)
     try:
         migrate.upgrade(store.engine)
-        store.add_gateway(GW)
-        commands = SqlCommandStore(store.engine, store.breaker)
-        commands.add_device(GW, DEVICE, "relay", ALL_CAPS, 0)
-        commands.add_device(GW, EVSE, "evse", ["set_current_limit"], 0)
+        registry = SqlRegistryStore(store.engine, store.breaker)
+        registry.add_gateway(GW, 0)
+        registry.add_device(GW, DEVICE, 0, kind="actuator", capabilities=ALL_CAPS,
+                            model="relay")
+        registry.add_device(GW, EVSE, 0, kind="actuator", capabilities=["set_current_limit"],
+                            model="evse")
     finally:
         store.engine.dispose()
 
@@ -71,8 +78,7 @@ def command_cloud(db_url: str, broker: Mosquitto, tmp_path: Path) -> Iterator[Cl
 
 @pytest.fixture
 async def api(command_cloud: CloudService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=command_cloud.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+    async with api_client(command_cloud) as client:
         yield client
 
 

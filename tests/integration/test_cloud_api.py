@@ -16,6 +16,7 @@ from protocols import encode, topics
 from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     GW,
     TS0,
+    api_client,
     broker,
     cloud,
     db_url,
@@ -28,8 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def api(cloud: CloudService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=cloud.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+    async with api_client(cloud) as client:  # an operator: sees every gateway
         yield client
 
 

@@ -15,10 +15,11 @@ from cloud_sync.bootstrap import CloudService
 from cloud_sync.cli import main
 from tests.integration.conftest_cloud import broker, db_url  # noqa: F401 - fixtures
 from tests.integration.conftest_cloud_commands import (  # noqa: F401 - fixtures
-    DEVICE,
-    EVSE,
+    DEVICE_ID,
+    EVSE_ID,
     TestGateway,
     api,
+    api_client,
     body,
     command_cloud,
     command_settings,
@@ -29,7 +30,7 @@ from tests.integration.conftest_cloud_commands import (  # noqa: F401 - fixtures
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
-URL = f"/api/v1/devices/{DEVICE}/commands"
+URL = f"/api/v1/devices/{DEVICE_ID}/commands"
 
 
 async def test_same_key_and_body_returns_the_original_command(
@@ -45,7 +46,7 @@ async def test_same_key_and_body_returns_the_original_command(
     assert {k: again.json()[k] for k in stable} == {k: first.json()[k] for k in stable}
     assert first.headers["Location"] == f"{URL}/{first.json()['command_id']}"
     assert command_cloud.commands is not None
-    assert command_cloud.commands.count_commands(DEVICE) == 1
+    assert command_cloud.commands.count_commands(DEVICE_ID) == 1
 
 
 async def test_twenty_concurrent_retries_with_one_key_make_one_command(
@@ -56,7 +57,7 @@ async def test_twenty_concurrent_retries_with_one_key_make_one_command(
     assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
     assert len({r.json()["command_id"] for r in responses}) == 1
     assert command_cloud.commands is not None
-    assert command_cloud.commands.count_commands(DEVICE) == 1
+    assert command_cloud.commands.count_commands(DEVICE_ID) == 1
 
 
 async def test_same_key_with_another_body_is_422_naming_the_key(api: httpx.AsyncClient) -> None:
@@ -88,7 +89,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, object], int, str]] = [
     (URL, body("explode"), 422, "action: 'explode' is not one of"),
     (URL, body(ttl_s=0), 422, "ttl_s"),
     (URL, body(priority="urgent"), 422, "priority"),
-    (f"/api/v1/devices/{EVSE}/commands", body("set_current_limit", params={"amps": True}), 422,
+    (f"/api/v1/devices/{EVSE_ID}/commands", body("set_current_limit", params={"amps": True}), 422,
      "params.amps: must be a number"),
 ]
 
@@ -116,9 +117,8 @@ async def paused_api(db_url: str, broker: Mosquitto, tmp_path: Path,
                                 dispatcher_enabled=False, command_redelivery_s=60)
     register_devices(settings)
     service = start_service(settings)
-    transport = httpx.ASGITransport(app=service.app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+        async with api_client(service) as client:
             yield service, client
     finally:
         service.stop()
@@ -140,12 +140,12 @@ async def test_eleventh_command_in_a_minute_is_429_with_retry_after(
 async def test_full_queue_is_503_but_a_safety_switch_off_gets_through_and_goes_first(
         paused_api: tuple[CloudService, httpx.AsyncClient], broker: Mosquitto) -> None:
     service, client = paused_api
-    for device, action, params in [(DEVICE, "switch_on", {})] * 10 + \
-            [(EVSE, "set_current_limit", {"amps": 6})] * 2:
+    for device, action, params in [(DEVICE_ID, "switch_on", {})] * 10 + \
+            [(EVSE_ID, "set_current_limit", {"amps": 6})] * 2:
         response = await client.post(f"/api/v1/devices/{device}/commands", headers=key(),
                                      json=body(action, params=params))
         assert response.status_code == 201
-    full = await client.post(f"/api/v1/devices/{EVSE}/commands", headers=key(),
+    full = await client.post(f"/api/v1/devices/{EVSE_ID}/commands", headers=key(),
                              json=body("set_current_limit", params={"amps": 8}))
     assert full.status_code == 503
     assert 1 <= int(full.headers["Retry-After"]) <= 60
@@ -175,5 +175,7 @@ def test_cli_add_device_validates_and_reports_json(
     assert main(["admin", "add-device", "gw-9", "d1", "--capabilities",
                  "switch_on,switch_off", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert out == {"device_id": "d1", "gateway_id": "gw-9",
-                   "capabilities": ["switch_on", "switch_off"], "created": True}
+    assert {k: out[k] for k in ("device_id", "local_id", "gateway_id", "kind", "capabilities",
+                                "created")} == {
+        "device_id": "gw-9.d1", "local_id": "d1", "gateway_id": "gw-9", "kind": "actuator",
+        "capabilities": ["switch_on", "switch_off"], "created": True}

@@ -22,13 +22,15 @@ from cloud_sync.command_rules import CommandRequest
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
 from cloud_sync.mqtt import PahoIngestBus
 from protocols.commands import Action, Priority
+from tests.auth_helpers import headers, operator_key
 from tests.integration.conftest_cloud import broker, db_url, wait_until  # noqa: F401 - fixtures
 from tests.integration.conftest_cloud_commands import (  # noqa: F401 - fixtures
-    DEVICE,
+    DEVICE_ID,
     TestGateway,
     command_settings,
     gateway,
@@ -63,10 +65,13 @@ def serve(db_url: str, broker: Mosquitto, data_dir: Path, *, dispatcher: bool,
 def test_sigkill_between_outbox_insert_and_publish_still_delivers_after_restart(
         db_url: str, broker: Mosquitto, tmp_path: Path, gateway: TestGateway) -> None:
     register_devices(command_settings(db_url, broker, tmp_path))
-    url = f"/api/v1/devices/{DEVICE}/commands"
+    engine = make_engine(db_url)
+    auth = headers(operator_key(engine))
+    engine.dispose()
+    url = f"/api/v1/devices/{DEVICE_ID}/commands"
     with serve(db_url, broker, tmp_path, dispatcher=False) as (base, proc):
         response = httpx.post(base + url, json={"action": "switch_off"},
-                              headers={"Idempotency-Key": "crash-1"})
+                              headers={"Idempotency-Key": "crash-1", **auth})
         assert response.status_code == 201
         command_id = response.json()["command_id"]
         proc.send_signal(signal.SIGKILL)
@@ -75,10 +80,10 @@ def test_sigkill_between_outbox_insert_and_publish_still_delivers_after_restart(
     with serve(db_url, broker, tmp_path, dispatcher=True) as (base, _proc):
         command = gateway.wait_for(command_id, timeout=20)
         gateway.ack(command)
-        wait_until(lambda: httpx.get(f"{base}{url}/{command_id}").json()["status"] == "executed",
-                   20, "executed")
+        wait_until(lambda: httpx.get(f"{base}{url}/{command_id}", headers=auth)
+                   .json()["status"] == "executed", 20, "executed")
         replay = httpx.post(base + url, json={"action": "switch_off"},
-                            headers={"Idempotency-Key": "crash-1"})
+                            headers={"Idempotency-Key": "crash-1", **auth})
         assert (replay.status_code, replay.json()["command_id"]) == (200, command_id)
 
 
@@ -90,7 +95,7 @@ def test_two_dispatchers_on_postgres_publish_each_row_once_per_round(
         register_devices(settings)
         engine = make_engine(url)
         store = SqlCommandStore(engine, make_db_breaker(3, 1))
-        device = store.device(DEVICE)
+        device = SqlRegistryStore(engine, make_db_breaker(3, 1)).device(DEVICE_ID)
         assert device is not None
         ids = [store.create_command(device, uuid.uuid4().hex,
                                     CommandRequest(Action.SWITCH_ON, {}, 60, Priority.NORMAL),

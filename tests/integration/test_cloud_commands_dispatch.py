@@ -17,8 +17,10 @@ from protocols.commands import CommandAck, Outcome
 from tests.integration.conftest_cloud import GW, broker, db_url, wait_until  # noqa: F401
 from tests.integration.conftest_cloud_commands import (  # noqa: F401 - fixtures
     DEVICE,
+    DEVICE_ID,
     TestGateway,
     api,
+    api_client,
     body,
     command_cloud,
     command_settings,
@@ -30,7 +32,7 @@ from tests.integration.conftest_cloud_commands import (  # noqa: F401 - fixtures
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
-URL = f"/api/v1/devices/{DEVICE}/commands"
+URL = f"/api/v1/devices/{DEVICE_ID}/commands"
 
 
 async def status_of(api: httpx.AsyncClient, command_id: str) -> dict[str, Any]:
@@ -122,8 +124,7 @@ async def test_commands_for_an_offline_gateway_arrive_when_it_connects(
     register_devices(settings)
     service = start_service(settings)
     try:
-        transport = httpx.ASGITransport(app=service.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
+        async with api_client(service) as client:
             created = (await client.post(URL, json=body(), headers=key())).json()
             await wait_status(client, created["command_id"], "sent")  # PUBACK, nobody there
             gateway = TestGateway(broker)  # comes online later: a re-publish reaches it

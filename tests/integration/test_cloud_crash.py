@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from cloud_sync.bootstrap import build_store
+from tests.auth_helpers import headers, operator_key
 from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     GW,
     Edge,
@@ -74,28 +75,33 @@ def commits_blocked(url: str) -> Iterator[None]:
         pg.rollback()
 
 
-def stats(base: str) -> dict[str, int]:
-    result: dict[str, int] = httpx.get(f"{base}/api/v1/ingestion/stats").json()
+def stats(base: str, api_key: str) -> dict[str, int]:
+    result: dict[str, int] = httpx.get(f"{base}/api/v1/ingestion/stats",
+                                       headers=headers(api_key)).json()
     return result
 
 
 def test_sigkill_while_commit_is_blocked_redelivers_and_stores_once(
         db_url: str, broker: Mosquitto, tmp_path: Path, edge: Edge) -> None:
-    register(cloud_settings(db_url, broker, tmp_path), GW)
+    settings = cloud_settings(db_url, broker, tmp_path)
+    register(settings, GW)
+    store = build_store(settings)
+    key = operator_key(store.engine)  # before the lock: the stats call reads the key
+    store.engine.dispose()
     with serve(db_url, broker, tmp_path) as (base, proc):
         edge.send(make_batch(1, 10))
         edge.wait_acked(GW, range(1, 11))
         with commits_blocked(db_url):
             for first in range(11, 211, 20):
                 edge.send(make_batch(first, 20))
-            wait_until(lambda: stats(base)["received"] >= 11, 20, "messages received")
-            assert stats(base)["acked_messages"] == 1
+            wait_until(lambda: stats(base, key)["received"] >= 11, 20, "messages received")
+            assert stats(base, key)["acked_messages"] == 1
             proc.send_signal(signal.SIGKILL)  # while its INSERT waits on the lock
             proc.wait(10)
     assert not any((GW, s) in edge.acked for s in range(11, 211))
     with serve(db_url, broker, tmp_path) as (base, _proc):
         edge.wait_acked(GW, range(11, 211), timeout=30)
-        assert stats(base)["stored_readings"] == 200
+        assert stats(base, key)["stored_readings"] == 200
     store = build_store(cloud_settings(db_url, broker, tmp_path))
     try:
         assert store.count_readings(GW) == 210

@@ -7,14 +7,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cloud_sync.bootstrap import CloudService
+from tests.auth_helpers import operator_key
 from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     GW,
     DbOutage,
     Edge,
+    api_client,
     broker,
     cloud_settings,
     db_url,
@@ -52,14 +53,14 @@ async def test_db_outage_gives_fast_503s_and_holds_acks_until_it_is_back(
         service: CloudService, outage: DbOutage, edge: Edge) -> None:
     edge.send(make_batch(1, 10))
     edge.wait_acked(GW, range(1, 11))
+    api_key = operator_key(service.engine)
     outage.begin()
     for first in range(11, 111, 10):
         edge.send(make_batch(first, 10))
     wait_until(lambda: service.store.breaker_open, 30, "the database breaker to open")
     acked_during_outage = service.worker.stats.acked_messages
 
-    transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as api:
+    async with api_client(service, api_key) as api:  # the key was made before the outage
         started_at = time.monotonic()
         readings = await api.get(f"/api/v1/gateways/{GW}/readings")
         fast = time.monotonic() - started_at < 1.0

@@ -31,7 +31,7 @@ def test_every_gateway_of_a_three_gateway_fleet_delivers_and_stops_cleanly(
             return all(len(seqs) >= 20 for seqs in fleet.stored_seqs().values())
 
         wait_until(all_delivering, 60, "readings from every gateway")
-        with httpx.Client(timeout=5) as api:
+        with httpx.Client(timeout=5, headers=fleet.api_headers) as api:
             latest = api.get(f"{fleet.api_urls[0]}/api/v1/gateways/home-0002/latest").json()
             truth = api.get(f"{fleet.simulator_control_url('home-0002')}/truth").json()
         assert {item["meter_id"] for item in latest["items"]} == {"grid", "heatpump"}

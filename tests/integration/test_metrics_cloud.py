@@ -17,14 +17,16 @@ from cloud_sync.command_acks import CommandAckWorker
 from cloud_sync.command_rules import CommandRequest
 from cloud_sync.db import migrate
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
+from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import SqlTelemetryStore, now_ms
 from cloud_sync.fakes import FakeIngestBus
 from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
 from cloud_sync.metrics import CloudMetrics, CloudSources, command_latency_observer, read_backlog
-from cloud_sync.ports import Device, InboundMessage
+from cloud_sync.ports import InboundMessage
 from protocols import encode, topics
 from protocols.commands import Action, CommandAck, Outcome, Priority
+from tests.auth_helpers import auth_context, headers, operator_key
 from tests.integration.conftest_cloud import GW, make_batch
 
 T0 = 1_700_000_000_000
@@ -57,9 +59,10 @@ def message(topic: str, payload: bytes) -> InboundMessage:
 async def scrape(metrics: CloudMetrics, store: SqlTelemetryStore) -> str:
     health = HealthChecks(ping_db=store.ping, broker_connected=lambda: True,
                           migrated=lambda: True, worker_started=lambda: True)
-    app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, metrics=metrics))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as client:
+    app = create_app(ApiContext(store=store, health=health, now_ms=now_ms, metrics=metrics,
+                                auth=auth_context(store.engine)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers=headers(operator_key(store.engine))) as client:
         await client.get("/api/v1/gateways/nope/latest")  # one 404 for the request metric
         response = await client.get("/metrics")
     assert response.status_code == 200
@@ -99,8 +102,8 @@ async def test_ingestion_counters_equal_the_readings_sent(store: SqlTelemetrySto
 
 async def test_command_latency_is_counted_by_outcome(store: SqlTelemetryStore) -> None:
     commands = SqlCommandStore(store.engine, store.breaker)
-    commands.add_device(GW, "relay-1", "relay", ["switch_on", "switch_off"], 0)
-    device = Device("relay-1", GW, "relay", ["switch_on", "switch_off"], 0)
+    device, _ = SqlRegistryStore(store.engine, store.breaker).add_device(
+        GW, "relay-1", 0, kind="actuator", capabilities=["switch_on", "switch_off"])
     clock = {"now": T0}
     acks = CommandAckWorker(commands, FakeIngestBus(), now_ms=lambda: clock["now"])
     metrics = CloudMetrics(CloudSources(

@@ -15,7 +15,8 @@ from tests.integration.conftest_backup import fill_every_table, table_rows
 from tests.integration.conftest_cloud import db_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
-DATA_TABLES = {"gateways", "readings", "dead_letters", "devices", "commands", "outbox"}
+DATA_TABLES = {"gateways", "readings", "dead_letters", "devices", "commands", "outbox", "homes",
+               "users", "memberships", "api_keys", "api_key_scopes"}
 
 
 def _revisions() -> list[str]:

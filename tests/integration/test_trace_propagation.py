@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -24,9 +23,10 @@ from edge_agent.runtime import Agent
 from edge_agent.scheduler import FakePoller
 from observability import tracing
 from protocols.trace import parse_traceparent
-from tests.integration.conftest_cloud import GW
+from tests.integration.conftest_cloud import GW, api_client
 from tests.integration.conftest_cloud_commands import (
     DEVICE,
+    DEVICE_ID,
     command_settings,
     register_devices,
     start_service,
@@ -97,15 +97,14 @@ def _ended(exporter: InMemorySpanExporter) -> set[str]:
 async def test_one_trace_id_follows_a_command_from_the_api_to_the_agent_and_back(
         spans: tuple[InMemorySpanExporter, Changes], cloud: CloudService, agent: Agent) -> None:
     exporter, changes = spans
-    transport = httpx.ASGITransport(app=cloud.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
-        created = await client.post(f"/api/v1/devices/{DEVICE}/commands",
+    async with api_client(cloud) as client:
+        created = await client.post(f"/api/v1/devices/{DEVICE_ID}/commands",
                                     json={"action": "switch_on"},
                                     headers={"Idempotency-Key": uuid.uuid4().hex})
         assert created.status_code == 201, created.text
         command_id = created.json()["command_id"]
         await changes.until(lambda: _ended(exporter) >= EXPECTED, 30)
-        status = (await client.get(f"/api/v1/devices/{DEVICE}/commands/{command_id}")).json()
+        status = (await client.get(f"/api/v1/devices/{DEVICE_ID}/commands/{command_id}")).json()
 
     trace_id = created.json()["trace_id"]
     assert trace_id is not None and len(trace_id) == 32
@@ -130,13 +129,12 @@ async def test_one_trace_id_follows_a_command_from_the_api_to_the_agent_and_back
 
 async def test_with_tracing_off_commands_still_work_and_report_no_trace_id(
         cloud: CloudService, agent: Agent) -> None:
-    transport = httpx.ASGITransport(app=cloud.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
-        created = await client.post(f"/api/v1/devices/{DEVICE}/commands",
+    async with api_client(cloud) as client:
+        created = await client.post(f"/api/v1/devices/{DEVICE_ID}/commands",
                                     json={"action": "switch_on"},
                                     headers={"Idempotency-Key": uuid.uuid4().hex})
         assert created.status_code == 201, created.text
-        url = f"/api/v1/devices/{DEVICE}/commands/{created.json()['command_id']}"
+        url = f"/api/v1/devices/{DEVICE_ID}/commands/{created.json()['command_id']}"
         deadline = time.monotonic() + 30
         status = created.json()
         while status["status"] != "executed":  # the DB status has no event to await
@@ -149,9 +147,8 @@ async def test_with_tracing_off_commands_still_work_and_report_no_trace_id(
 async def test_a_caller_traceparent_header_becomes_the_command_trace(
         spans: tuple[InMemorySpanExporter, Changes], cloud: CloudService) -> None:
     incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    transport = httpx.ASGITransport(app=cloud.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:
-        created = await client.post(f"/api/v1/devices/{DEVICE}/commands",
+    async with api_client(cloud) as client:
+        created = await client.post(f"/api/v1/devices/{DEVICE_ID}/commands",
                                     json={"action": "switch_on"},
                                     headers={"Idempotency-Key": uuid.uuid4().hex,
                                              "traceparent": incoming})

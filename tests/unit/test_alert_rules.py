@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pybreaker
 import pytest
 import sqlalchemy as sa
 import yaml
 from prometheus_client import CollectorRegistry
 
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.metrics import Backlog, CloudMetrics, CloudSources
 from edge_agent.metrics import AgentMetrics, AgentSources
 from protocols.models import MeterHealth
@@ -37,7 +37,7 @@ def exposed_names(registry: CollectorRegistry) -> set[str]:
 @pytest.fixture(scope="module")
 def metric_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     engine = sa.create_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'x.sqlite'}")
-    breaker = pybreaker.CircuitBreaker(name="database")
+    breaker = CircuitBreaker(name="database")
     cloud = CloudMetrics(CloudSources(
         ingest_stats=dict, dispatch_stats=dict, ack_stats=dict, breakers=(breaker,),
         engine=engine, backlog=lambda: Backlog(0, None, 0), broker_connected=lambda: True,

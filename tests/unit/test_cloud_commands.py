@@ -31,8 +31,9 @@ def ack(outcome: Outcome = Outcome.EXECUTED, **result: float | int | bool | str)
 
 def stored(command_id: str, priority: str = "normal", created_at: int = NOW,
            ttl_ms: int = 60_000) -> StoredCommand:
-    return StoredCommand(command_id, "d1", "gw-1", "switch_on", {}, priority, "pending",
-                         created_at, created_at + ttl_ms, None, None, None, None, None, 0, "h")
+    return StoredCommand(command_id, "gw-1.d1", "gw-1", "d1", "switch_on", {}, priority,
+                         "pending", created_at, created_at + ttl_ms, None, None, None, None,
+                         None, 0, "h")
 
 
 def test_equal_bodies_hash_equal_whatever_the_key_order_or_spelled_defaults() -> None:
