@@ -1,7 +1,8 @@
 """A staged rollout to 50 simulated gateways where 30 % fail their health check aborts at its
 threshold and leaves the rest on the old version.
 
-Real Mosquitto, the real cloud (Jobs service, rollout store, bundle download over HTTP), and
+Real Mosquitto, the real cloud (an operator's REST calls: manifest, payload, group, rollout;
+the Jobs service; the bundle download over HTTP), and
 per gateway the real agent-side Jobs client and updater with directory slots. The rollout's
 time base is driven by the test (a tick per simulated minute); nothing sleeps for it.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cloud_sync.bootstrap import CloudService
-from cloud_sync.firmware.models import AbortIn, RateIn, RolloutIn, TargetIn
 from cloud_sync.firmware.service import FirmwareService, RolloutScheduler
 from firmware_update.rollout import AbortCriterion, abort_verdict
+from tests.auth_helpers import headers, operator_key
 from tests.e2e.fw_fleet import SimGateway
 from tests.fw_helpers import make_signer, signed_bundle
 from tests.fw_http import run_asgi
@@ -69,27 +71,33 @@ async def test_rollout_to_50_gateways_aborts_at_threshold_and_spares_the_rest(
         firmware = firmware_of(cloud)
         gateways: list[SimGateway] = []
         try:
-            with run_asgi(cloud.app, http_port):
-                bundle, _ = firmware.add_manifest(built.manifest_path.read_bytes())
-                firmware.store_payload(bundle.bundle_id, [built.payload_path.read_bytes()])
-                assert firmware.bundles.set_group("fleet-a", ids, firmware.now_ms()) == []
+            with run_asgi(cloud.app, http_port), httpx.Client(
+                    base_url=f"http://127.0.0.1:{http_port}/api/v1/firmware",
+                    headers=headers(operator_key(cloud.engine)), timeout=10) as api:
+                # the operator's REST flow: manifest, payload, group, rollout
+                created = api.post("/bundles", content=built.manifest_path.read_bytes())
+                assert created.status_code == 201, created.text
+                bundle_id = created.json()["bundle_id"]
+                ready = api.put(f"/bundles/{bundle_id}/payload",
+                                content=built.payload_path.read_bytes())
+                assert ready.json()["status"] == "ready", ready.text
+                assert api.put("/groups/fleet-a", json={"gateways": ids}).status_code == 200
                 now = firmware.now_ms()
                 gateways = [SimGateway(g, tmp_path / "gw" / g, broker.url, root,
                                        healthy=g not in unhealthy, now_ms=now) for g in ids]
                 await asyncio.gather(*(gw.start() for gw in gateways))
-                rule = AbortIn(failure_type="FAILED", threshold_percentage=20, min_executed=10)
-                rollout_id = firmware.rollouts.create(
-                    RolloutIn(bundle_id=bundle.bundle_id, target=TargetIn(group="fleet-a"),
-                              rate=RateIn(base_per_minute=5, increment_factor=1.5,
-                                          increase_after_succeeded=5, maximum_per_minute=10),
-                              abort=[rule], rollout_id="fw-1-1-0"),
-                    bundle, firmware._targets(RolloutIn(bundle_id=bundle.bundle_id,
-                                                        target=TargetIn(group="fleet-a")),
-                                              bundle),
-                    lambda token: _document(firmware, bundle.bundle_id, token), now)
+                response = api.post("/rollouts", json={
+                    "bundle_id": bundle_id, "target": {"group": "fleet-a"},
+                    "rate": {"base_per_minute": 5, "increment_factor": 1.5,
+                             "increase_after_succeeded": 5, "maximum_per_minute": 10},
+                    "abort": [{"failure_type": "FAILED", "threshold_percentage": 20,
+                               "min_executed": 10}],
+                    "rollout_id": "fw-1-1-0"})
+                assert response.status_code == 201, response.text
+                rollout_id = response.json()["rollout_id"]
                 history = await _drive(cloud, firmware, rollout_id, now)
                 counts = await settle(cloud, rollout_id)
-                rollout = firmware.rollouts.get(rollout_id)
+                rollout = api.get(f"/rollouts/{rollout_id}").json()
         finally:
             await asyncio.gather(*(gw.stop() for gw in gateways))
             cloud.stop()
@@ -118,15 +126,6 @@ async def test_rollout_to_50_gateways_aborts_at_threshold_and_spares_the_rest(
     assert len(never) + len(by_status.get("CANCELED", [])) >= 10, by_status
     assert counts.get("FAILED", 0) >= 2
     print({k: len(v) for k, v in by_status.items()}, rollout["reason"])
-
-
-def _document(firmware: FirmwareService, bundle_id: str, token: str) -> dict[str, object]:
-    import json
-
-    bundle = firmware.require_bundle(bundle_id)
-    return {"operation": "firmware_update", "manifest": json.loads(bundle.manifest),
-            "url": f"{firmware.public_url}/api/v1/firmware/bundles/{bundle_id}/payload"
-                   f"?token={token}", "blocklist": []}
 
 
 async def _drive(cloud: CloudService, firmware: FirmwareService, rollout_id: str,

@@ -20,13 +20,12 @@ from cloud_sync.db.rollout_store import SqlRolloutStore
 from cloud_sync.db.store import SqlTelemetryStore, make_db_breaker
 from cloud_sync.firmware.api import (
     FirmwareApiContext,
-    deny_operator,
-    no_operator,
     register_firmware,
 )
 from cloud_sync.firmware.models import AbortIn, RateIn, RolloutIn, TargetIn
 from cloud_sync.firmware.service import FirmwareService, PayloadRejected
 from firmware_update import keys
+from tests.auth_helpers import auth_context, headers, operator_key
 from tests.fw_helpers import NOW, make_signer, signed_bundle
 from tests.fw_http import run_asgi
 from tests.integration.conftest_cloud import db_url
@@ -111,7 +110,9 @@ def test_payload_download_with_range_needs_the_rollouts_token(world: World) -> N
             break
     assert url is not None and rollout
     app = FastAPI()
-    register_firmware(app, FirmwareApiContext(world.service, deny_operator, no_operator))
+    app.state.auth = auth_context(world.engine)
+    register_firmware(app, FirmwareApiContext(world.service))
+    operator = headers(operator_key(world.engine))
     with run_asgi(app) as port, httpx.Client(timeout=10) as client:
         local = url.replace("http://cloud.test", f"http://127.0.0.1:{port}")
         full = client.get(local)
@@ -128,6 +129,10 @@ def test_payload_download_with_range_needs_the_rollouts_token(world: World) -> N
         assert wrong.json() == {"detail": f"bundle {bundle_id!r} payload not found"}
         assert client.post(f"http://127.0.0.1:{port}/api/v1/firmware/rollouts",
                            json={}).status_code == 401
+        # an operator may fetch without a token; bad credentials are a 401 even here
+        bare = local.split("?")[0]
+        assert client.get(bare, headers=operator).content == full.content
+        assert client.get(bare, headers=headers("hw_bad_key")).status_code == 401
 
 
 def _start() -> object:
