@@ -16,24 +16,20 @@ import httpx
 import pytest
 
 from cloud_sync.bootstrap import CloudService
-from cloud_sync.firmware.service import FirmwareService, RolloutScheduler
+from cloud_sync.firmware.service import FirmwareService
 from firmware_update.rollout import AbortCriterion, abort_verdict
 from tests.auth_helpers import headers, operator_key
 from tests.e2e.fw_fleet import SimGateway
 from tests.fw_helpers import make_signer, signed_bundle
 from tests.fw_http import run_asgi
 from tests.integration.conftest_cloud import BROKER_EXTRA, cloud_settings, register, started
-from tests.integration.jobs_fixtures import jobs_store
+from tests.integration.jobs_fixtures import firmware_of, jobs_store
 from tests.services import free_port, running_mosquitto
 
 pytestmark = pytest.mark.e2e
 GATEWAYS = 50
 MINUTE = 60_000
 PENDING = ("QUEUED", "IN_PROGRESS")
-
-
-def firmware_of(service: CloudService) -> FirmwareService:
-    return next(s.service for s in service.services if isinstance(s, RolloutScheduler))
 
 
 async def settle(service: CloudService, rollout_id: str, timeout: float = 60.0) -> dict[str, int]:

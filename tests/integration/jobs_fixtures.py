@@ -9,6 +9,7 @@ import pytest
 
 from cloud_sync.bootstrap import CloudService
 from cloud_sync.db.jobs_store import SqlJobsStore
+from cloud_sync.firmware.service import FirmwareService, RolloutScheduler
 from cloud_sync.jobs.service import JobsService
 from tests.integration.conftest_cloud import BROKER_EXTRA, cloud_settings, register, started
 from tests.services import Mosquitto, running_mosquitto
@@ -16,6 +17,10 @@ from tests.services import Mosquitto, running_mosquitto
 
 def jobs_of(service: CloudService) -> JobsService:
     return next(s for s in service.services if isinstance(s, JobsService))
+
+
+def firmware_of(service: CloudService) -> FirmwareService:
+    return next(s.service for s in service.services if isinstance(s, RolloutScheduler))
 
 
 def jobs_store(service: CloudService) -> SqlJobsStore:

@@ -18,11 +18,10 @@ from edge_agent.runtime import Agent
 from edge_agent.scheduler import FakePoller
 from firmware_update.slots_dir import DirectorySlots
 from protocols.models import MeterHealth
-from tests.e2e.test_fw_rollout import firmware_of
 from tests.fw_helpers import app_tree, make_signer, signed_bundle
 from tests.fw_http import run_asgi
 from tests.integration.conftest_cloud import BROKER_EXTRA, cloud_settings, register, started
-from tests.integration.jobs_fixtures import jobs_store
+from tests.integration.jobs_fixtures import firmware_of, jobs_store
 from tests.services import free_port, running_mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
