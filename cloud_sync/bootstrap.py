@@ -44,7 +44,7 @@ from cloud_sync.metrics import (
     command_latency_observer,
     read_backlog,
 )
-from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, PahoIngestBus
+from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, MqttTls, PahoIngestBus
 from cloud_sync.registry_api import RegistryApiContext, register_registry
 from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
@@ -186,7 +186,8 @@ def build_service(settings: CloudSettings) -> CloudService:
     bus = PahoIngestBus(host, port, client_id=settings.client_id, sink=router.route,
                         topic_filter=lambda: router.filters,
                         receive_maximum=settings.ingest_queue_size,
-                        keepalive_s=settings.mqtt_keepalive_s, breaker=broker_breaker)
+                        keepalive_s=settings.mqtt_keepalive_s, breaker=broker_breaker,
+                        tls=_mqtt_tls(settings))
     router.attach_acker(bus.ack)
     worker = IngestionWorker(store, bus, queue_size=settings.ingest_queue_size,
                              max_readings=settings.ingest_max_readings,
@@ -222,6 +223,12 @@ def build_service(settings: CloudSettings) -> CloudService:
                 jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
                         migrated, router, services=jobs.workers)
+
+
+def _mqtt_tls(settings: CloudSettings) -> MqttTls | None:
+    if not settings.mqtt_tls:
+        return None
+    return MqttTls(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
 
 
 def _observability(settings: CloudSettings, *, store: SqlTelemetryStore, bus: PahoIngestBus,

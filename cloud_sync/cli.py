@@ -16,9 +16,11 @@ from cloud_sync.admin_cli import add_admin_parser, run_admin_command
 from cloud_sync.backup_cli import COMMANDS as BACKUP_COMMANDS
 from cloud_sync.backup_cli import add_backup_parsers, run_backup_command
 from cloud_sync.bootstrap import build_service, build_store, load_settings
+from cloud_sync.broker_cli import COMMANDS as BROKER_COMMANDS
+from cloud_sync.broker_cli import add_broker_parsers, run_broker_command
 from cloud_sync.db import migrate
 from cloud_sync.db.store import DB_ERRORS
-from cloud_sync.errors import CloudSyncError
+from cloud_sync.errors import CloudSyncError, SettingsError
 from cloud_sync.logs import configure_logging
 from cloud_sync.settings import CloudSettings
 from observability.tracing import configure_tracing, shutdown_tracing
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     sub.add_parser("migrate", help="bring the database schema to the latest revision")
     add_backup_parsers(sub)
+    add_broker_parsers(sub)
     add_admin_parser(sub)
     return parser
 
@@ -49,7 +52,10 @@ def _settings() -> CloudSettings | None:
     except ValidationError as exc:
         for error in exc.errors():
             name = "HOMEWATT_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"homewatt-cloud: {name}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            # a check across settings names them in its message
+            print(f"homewatt-cloud: {name + ': ' if error['loc'] else ''}{message}",
+                  file=sys.stderr)
         return None
 
 
@@ -71,6 +77,20 @@ def _serve(settings: CloudSettings, host: str, port: int, log_level: str) -> int
     return 0
 
 
+def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port, args.log_level)
+    if args.command == "migrate":
+        store = build_store(settings)
+        migrate.upgrade(store.engine)
+        print(f"schema is at head: {store.engine.url.render_as_string()}")
+        return 0
+    if args.command in BROKER_COMMANDS:
+        return run_broker_command(settings, args)
+    handler = run_backup_command if args.command in BACKUP_COMMANDS else run_admin_command
+    return handler(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings()
@@ -80,15 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=args.log_level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            return _serve(settings, args.host, args.port, args.log_level)
-        if args.command == "migrate":
-            store = build_store(settings)
-            migrate.upgrade(store.engine)
-            print(f"schema is at head: {store.engine.url.render_as_string()}")
-            return 0
-        handler = run_backup_command if args.command in BACKUP_COMMANDS else run_admin_command
-        return handler(settings, args)
+        return _dispatch(settings, args)
+    except SettingsError as exc:
+        print(f"homewatt-cloud: {exc}", file=sys.stderr)
+        return 2
     except CloudSyncError as exc:
         print(f"homewatt-cloud: {exc}", file=sys.stderr)
         return 1

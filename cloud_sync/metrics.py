@@ -30,7 +30,7 @@ from sqlalchemy.pool import QueuePool
 from starlette.middleware.base import RequestResponseEndpoint
 
 from cloud_sync.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema import commands, dead_letters, outbox
 from cloud_sync.errors import StorageUnavailable
 from cloud_sync.ports import StoredCommand

@@ -1,8 +1,9 @@
 """``PahoIngestBus``: the paho-mqtt 2.x adapter behind ``IngestBus``.
 
-MQTT 5, manual acks, a persistent session (``clean_start=False`` + session expiry) and a
-Receive Maximum equal to the worker's queue size: the broker then holds everything we have not
-acked, redelivers it after a crash or reconnect, and never sends more than we can queue.
+MQTT 5 (plain, or TLS with a client certificate), manual acks, a persistent session
+(``clean_start=False`` + session expiry) and a Receive Maximum equal to the worker's queue size:
+the broker then holds everything we have not acked, redelivers it after a crash or reconnect,
+and never sends more than we can queue.
 Publishing and acking go through a circuit breaker so a dead broker fails fast.
 """
 
@@ -11,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_sync.breaker import CircuitBreaker, CircuitOpen
-from cloud_sync.errors import BrokerUnavailable
+from cloud_sync.errors import BrokerUnavailable, SettingsError
 from cloud_sync.ports import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,16 @@ class PahoPublishHandle:
         return self._info.is_published()
 
 
+@dataclass(frozen=True)
+class MqttTls:
+    """TLS to the broker: ``ca_file`` (``None``: the system's CAs) and the cloud's client
+    certificate, whose CN is the identity the broker's ACL grants the cloud's topics."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class PahoIngestBus:
     """Connects in the background (paho's own thread) and reconnects with backoff."""
 
@@ -52,7 +66,9 @@ class PahoIngestBus:
                  sink: Callable[[InboundMessage], bool],
                  topic_filter: str | Sequence[str] | Callable[[], Sequence[str]] = TELEMETRY_FILTER,
                  receive_maximum: int = 64,
-                 keepalive_s: int = 30, breaker: CircuitBreaker | None = None) -> None:
+                 keepalive_s: int = 30, breaker: CircuitBreaker | None = None,
+                 tls: MqttTls | None = None) -> None:
+        """Raises ``SettingsError`` when a TLS file cannot be loaded."""
         self._host, self._port = host, port
         self._sink = sink
         # several filters share the connection, the session and the Receive Maximum; the
@@ -73,6 +89,8 @@ class PahoIngestBus:
                                    protocol=mqtt.MQTTv5, manual_ack=True)
         # Reconnect fast: a resumed session is how refused messages come back.
         self._client.reconnect_delay_set(1, 10)
+        if tls is not None:
+            _tls_set(self._client, tls)
         self._client.on_connect = self._on_connect
         # paho leaves Nagle on: a PUBACK followed by a small publish then waits for the
         # broker's delayed ACK, ~40 ms per hop. Commands are latency-bound, so send at once.
@@ -179,6 +197,17 @@ class PahoIngestBus:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _tls_set(client: mqtt.Client, tls: MqttTls) -> None:
+    try:
+        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                       certfile=str(tls.cert_file) if tls.cert_file else None,
+                       keyfile=str(tls.key_file) if tls.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    except OSError as exc:  # ssl.SSLError included: a missing, unreadable or mismatched file
+        raise SettingsError("HOMEWATT_MQTT_CA_FILE / CERT_FILE / KEY_FILE",
+                            f"cannot load TLS files: {exc}") from exc
 
 
 def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_CHARS = 32
@@ -32,7 +32,15 @@ class CloudSettings(BaseSettings):
         description="SQLAlchemy URL; unset means sqlite:///<data_dir>/cloud.sqlite (WAL). "
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883",
+                          description="mqtt://host:1883 plain, or mqtts://host:8883 TLS")
+    # TLS (mqtts://): trust for the broker's certificate (unset: the system's CAs) and the
+    # cloud's client certificate and key (its CN is the cloud identity the broker ACL names).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    # The CA that signs gateway certificates (fleet provisioning, broker-config).
+    ca_dir: Path | None = Field(default=None, description="unset: <data_dir>/ca")
     data_dir: Path = Field(default_factory=_default_data_dir)
     share_group: str | None = Field(
         default=None, description="Consume via $share/<group>/hw/+/telemetry so replicas split load"
@@ -98,8 +106,8 @@ class CloudSettings(BaseSettings):
     @classmethod
     def _mqtt_scheme(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return value
 
     @field_validator("jwt_secret")
@@ -114,6 +122,17 @@ class CloudSettings(BaseSettings):
                 f"use at least {MIN_SECRET_CHARS} random characters (placeholders are refused), "
                 "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> CloudSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("HOMEWATT_MQTT_CERT_FILE and HOMEWATT_MQTT_KEY_FILE go together: "
+                             "set both or neither")
+        tls_files = (self.mqtt_ca_file, self.mqtt_cert_file)
+        if not self.mqtt_tls and any(f is not None for f in tls_files):
+            raise ValueError("HOMEWATT_MQTT_CA_FILE/CERT_FILE/KEY_FILE need an mqtts:// "
+                             "HOMEWATT_MQTT_URL")
+        return self
 
     @field_validator("db_url")
     @classmethod
@@ -136,6 +155,14 @@ class CloudSettings(BaseSettings):
         return self.firmware_dir or self.data_dir / "firmware"
 
     @property
+    def mqtt_tls(self) -> bool:
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
     def mqtt_host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.mqtt_url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
+        return parts.hostname or "127.0.0.1", parts.port or (8883 if self.mqtt_tls else 1883)
+
+    @property
+    def effective_ca_dir(self) -> Path:
+        return self.ca_dir or self.data_dir / "ca"

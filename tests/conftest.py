@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import Mosquitto, running_mosquitto, throwaway_postgres
+from tests.tls_broker import TlsBroker, running_tls_broker
 
 
 @pytest.fixture
@@ -22,3 +23,13 @@ def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the test."""
     with throwaway_postgres() as url:
         yield url
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    """A private Mosquitto run from the generated TLS + ACL config (``tests.tls_broker``);
+    ``tls_broker.identity(name)`` issues a client certificate with CN ``name``."""
+    workdir = tmp_path / "tls-broker"
+    workdir.mkdir()
+    with running_tls_broker(workdir) as broker:
+        yield broker

@@ -7,7 +7,7 @@ do the thing asked gets ``Forbidden``. Fleet-wide endpoints need ``require_opera
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cloud_sync.auth.principal import Permission, Principal
 from cloud_sync.errors import Forbidden, NotFound
@@ -52,18 +52,22 @@ class Access:
 
     def require_gateway(self, principal: Principal, gateway_id: str,
                         permission: Permission = "read") -> Gateway:
-        missing = f"gateway {gateway_id!r} is not registered"
-        gateway = self._registry.gateway(gateway_id)
-        if gateway is None:
-            raise NotFound(missing)
-        _check(principal, gateway.home_id, permission, missing)
-        return gateway
+        return _found(principal, self._registry.gateway(gateway_id), permission,
+                      f"gateway {gateway_id!r} is not registered")
 
     def require_device(self, principal: Principal, device_id: str,
                        permission: Permission = "read") -> Device:
-        missing = f"device {device_id!r} is not registered"
-        device = self._registry.device(device_id)
-        if device is None:
-            raise NotFound(missing)
-        _check(principal, device.home_id, permission, missing)
-        return device
+        return _found(principal, self._registry.device(device_id), permission,
+                      f"device {device_id!r} is not registered")
+
+
+Homed = TypeVar("Homed", Gateway, Device)
+
+
+def _found(principal: Principal, thing: Homed | None, permission: Permission,
+           missing: str) -> Homed:
+    """``thing`` if the caller may do ``permission`` in its home; 404 if it may not see it."""
+    if thing is None:
+        raise NotFound(missing)
+    _check(principal, thing.home_id, permission, missing)
+    return thing

@@ -6,22 +6,19 @@ deleted user or a revoked key stops working at once; nothing about permissions l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from cloud_sync.auth.credentials import NewApiKey, api_key_matches, new_api_key
 from cloud_sync.auth.principal import Principal, Role
-from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import GuardedStore
 from cloud_sync.db.schema_registry import api_key_scopes, api_keys, homes, memberships, users
 from cloud_sync.errors import Conflict, NotFound
 from cloud_sync.ports import User
 from cloud_sync.registry_rules import new_id
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,22 +50,7 @@ def _user(row: sa.Row[Any]) -> User:
 _LIVE_USERS = sa.select(users).where(users.c.deleted_at.is_(None))
 
 
-class SqlAuthStore:
-    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
-        self.engine = engine
-        self.breaker = breaker
-
-    def _read(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.connect() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
-
-    def _write(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.begin() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
+class SqlAuthStore(GuardedStore):
 
     # -- users -----------------------------------------------------------------------------
 

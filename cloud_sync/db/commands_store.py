@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from cloud_sync.breaker import CircuitBreaker, CircuitOpen
+from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.command_rules import (
     OPEN_STATUSES,
     RATE_WINDOW_MS,
@@ -35,8 +35,8 @@ from cloud_sync.command_rules import (
     queue_refusal,
     rate_refusal,
 )
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema import commands, dead_letters, gateways, outbox
-from cloud_sync.db.store import DB_ERRORS
 from cloud_sync.errors import CloudSyncError, StorageUnavailable
 from cloud_sync.ports import DeadLetterIn, Device, StoredCommand
 from protocols.commands import CommandAck, Priority
@@ -68,20 +68,6 @@ class CommandLimits:
 
 class _Unknown(Exception):
     """Rolls back an ack transaction whose command does not exist."""
-
-
-def guard_db(breaker: CircuitBreaker, func: Callable[[], T]) -> T:
-    """Run ``func`` through the breaker; database trouble becomes ``StorageUnavailable``."""
-    retry_after = float(breaker.reset_timeout)
-    try:
-        return breaker.call(func)
-    except CircuitOpen as exc:
-        raise StorageUnavailable("database circuit open: recent calls failed",
-                                 retry_after_s=retry_after) from exc
-    except DB_ERRORS as exc:
-        text = str(getattr(exc, "orig", None) or exc).splitlines()
-        raise StorageUnavailable(f"database error: {text[0] if text else exc}",
-                                 retry_after_s=retry_after) from exc
 
 
 def new_command_id() -> str:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema import gateways
 from cloud_sync.db.schema_firmware import (
     firmware_blocklist,

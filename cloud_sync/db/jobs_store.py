@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema_jobs import job_executions, job_things, jobs
 from cloud_sync.jobs import wire
 from protocols.jobs import (

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from cloud_sync.breaker import CircuitBreaker
 from cloud_sync.command_rules import EXPIRED_UNACKED_REASON, OPEN_STATUSES, CommandStatus
-from cloud_sync.db.commands_store import command_from_row, guard_db
+from cloud_sync.db.commands_store import command_from_row
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.schema import commands, outbox
 from cloud_sync.ports import StoredCommand
 

@@ -9,20 +9,17 @@ its meaning; a deleted gateway's telemetry is dead-lettered like an unknown one'
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
-from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
+from cloud_sync.db.guarded import GuardedStore
 from cloud_sync.db.schema import devices, gateways
 from cloud_sync.db.schema_registry import homes
 from cloud_sync.errors import Conflict, NotFound
 from cloud_sync.ports import Device, Gateway, Home
 from cloud_sync.registry_rules import device_id_for, new_id
-
-T = TypeVar("T")
 
 
 def _device(row: sa.Row[Any]) -> Device:
@@ -51,24 +48,7 @@ _LIVE_GATEWAYS = sa.select(gateways).where(gateways.c.deleted_at.is_(None))
 _LIVE_HOMES = sa.select(homes).where(homes.c.deleted_at.is_(None))
 
 
-class SqlRegistryStore:
-    """Shares the engine and the database circuit breaker with the other stores."""
-
-    def __init__(self, engine: sa.Engine, breaker: CircuitBreaker) -> None:
-        self.engine = engine
-        self.breaker = breaker
-
-    def _read(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.connect() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
-
-    def _write(self, func: Callable[[sa.Connection], T]) -> T:
-        def run() -> T:
-            with self.engine.begin() as conn:
-                return func(conn)
-        return guard_db(self.breaker, run)
+class SqlRegistryStore(GuardedStore):
 
     # -- homes -----------------------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.db.commands_store import guard_db
 from cloud_sync.db.firmware_store import Bundle
+from cloud_sync.db.guarded import guard_db
 from cloud_sync.db.jobs_store import SqlJobsStore
 from cloud_sync.db.schema_firmware import firmware_rollouts, rollout_targets
 from cloud_sync.db.schema_jobs import job_executions
