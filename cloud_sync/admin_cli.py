@@ -27,6 +27,8 @@ from cloud_sync.db.auth_store import SqlAuthStore
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import now_ms
 from cloud_sync.errors import BadInput, Conflict, NotFound
+from cloud_sync.provisioning_cli import COMMANDS as PROVISIONING_COMMANDS
+from cloud_sync.provisioning_cli import add_provisioning_admin_parsers, run_provisioning_admin
 from cloud_sync.registry_rules import (
     check_device,
     check_email,
@@ -71,6 +73,7 @@ def add_admin_parser(sub: Any) -> None:
     key.add_argument("--role", default="member", help="its role in those homes")
     key.add_argument("--expires-days", type=int, help="expire after this many days")
     _add_registry_parsers(cmds)
+    add_provisioning_admin_parsers(cmds)
     for parser in cmds.choices.values():
         parser.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -102,6 +105,8 @@ def _add_registry_parsers(cmds: Any) -> None:
 
 def run_admin_command(settings: CloudSettings, args: argparse.Namespace) -> int:
     """Exit 0 ok, 2 bad input (one line naming the flag); database errors propagate (1)."""
+    if args.admin_command in PROVISIONING_COMMANDS:
+        return run_provisioning_admin(settings, args)
     handler = HANDLERS[args.admin_command]
     try:
         prepared = _prepare(args)

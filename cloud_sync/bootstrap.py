@@ -23,6 +23,7 @@ from cloud_sync.auth import Access, AuthContext
 from cloud_sync.auth.rate_limit import SlidingWindowLimiter
 from cloud_sync.auth.routes import register_auth
 from cloud_sync.breaker import CircuitBreaker
+from cloud_sync.ca import CertificateAuthority
 from cloud_sync.command_acks import CommandAckWorker
 from cloud_sync.command_api import CommandApiContext
 from cloud_sync.db import migrate
@@ -30,6 +31,7 @@ from cloud_sync.db.auth_store import SqlAuthStore
 from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
+from cloud_sync.db.provisioning_store import SqlProvisioningStore
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
@@ -45,6 +47,9 @@ from cloud_sync.metrics import (
     read_backlog,
 )
 from cloud_sync.mqtt import COMMAND_ACK_FILTER, TELEMETRY_FILTER, MqttTls, PahoIngestBus
+from cloud_sync.provisioning import ProvisioningPolicy, ProvisioningService
+from cloud_sync.provisioning_api import ProvisioningApiContext, register_provisioning
+from cloud_sync.provisioning_rules import CREATE_FROM_CSR_TOPIC, PROVISION_FILTER
 from cloud_sync.registry_api import RegistryApiContext, register_registry
 from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
@@ -202,6 +207,8 @@ def build_service(settings: CloudSettings) -> CloudService:
     dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
+    services = [_provisioning(settings, store, bus, router)] if settings.provisioning_enabled \
+        else []
     migrated = threading.Event()
     metrics, health = _observability(settings, store=store, bus=bus,
                                      broker_breaker=broker_breaker, worker=worker,
@@ -220,9 +227,23 @@ def build_service(settings: CloudSettings) -> CloudService:
         publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
         routes=[lambda a: register_auth(a, auth_store, registry),
                 lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
+                lambda a: register_provisioning(a, ProvisioningApiContext(
+                    SqlProvisioningStore(store.engine, store.breaker), now_ms)),
                 jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated, router, services=jobs.workers)
+                        migrated, router, [*services, *jobs.workers])
+
+
+def _provisioning(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIngestBus,
+                  router: TopicRouter) -> WorkerThread:
+    service = ProvisioningService(
+        SqlProvisioningStore(store.engine, store.breaker), bus,
+        lambda: CertificateAuthority.load(settings.effective_ca_dir),
+        policy=ProvisioningPolicy(certificate_days=settings.provisioning_certificate_days),
+        retry_max_s=settings.ingest_retry_max_s)
+    router.add(CREATE_FROM_CSR_TOPIC, service.offer)
+    router.add(PROVISION_FILTER, service.offer)
+    return service
 
 
 def _mqtt_tls(settings: CloudSettings) -> MqttTls | None:

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import os
 import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -37,6 +38,7 @@ __all__ = ["CaError", "CertificateAuthority", "IssuedCertificate", "certificate_
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 MIN_RSA_BITS = 2048
+MAX_CN_CHARS = 64  # X.509's upper bound for a common name
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 # Certificates are valid from a little before now: a gateway without an RTC whose clock lags a
 # few minutes must still accept its fresh certificate.
@@ -61,7 +63,7 @@ class IssuedCertificate:
 
     @property
     def common_name(self) -> str:
-        return common_name(self.certificate.subject)
+        return common_name(self.certificate)
 
     @property
     def not_after_ms(self) -> int:
@@ -73,8 +75,12 @@ def certificate_id(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def common_name(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+def common_name(source: x509.Certificate | x509.CertificateSigningRequest) -> str:
+    """The subject CN ('' if none). An over-long CN (> 64) from a CSR is returned as is (the
+    caller refuses it by length); cryptography's warning about it is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        values = source.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
 
@@ -255,8 +261,9 @@ class CertificateAuthority:
 
     def _builder(self, public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, common_name: str,
                  days: int) -> x509.CertificateBuilder:
-        if not common_name:
-            raise CaError("a certificate needs a common name")
+        if not 1 <= len(common_name) <= MAX_CN_CHARS:
+            raise CaError(f"a certificate's common name has 1-{MAX_CN_CHARS} characters "
+                          f"(X.509), not {len(common_name)}")
         now = _now()
         not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
         ca_public = self._key.public_key()

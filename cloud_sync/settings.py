@@ -41,6 +41,9 @@ class CloudSettings(BaseSettings):
     mqtt_key_file: Path | None = None
     # The CA that signs gateway certificates (fleet provisioning, broker-config).
     ca_dir: Path | None = Field(default=None, description="unset: <data_dir>/ca")
+    # Fleet provisioning by claim: a replica without the CA key sets this false.
+    provisioning_enabled: bool = True
+    provisioning_certificate_days: int = Field(default=1825, ge=1, le=7300)
     data_dir: Path = Field(default_factory=_default_data_dir)
     share_group: str | None = Field(
         default=None, description="Consume via $share/<group>/hw/+/telemetry so replicas split load"

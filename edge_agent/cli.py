@@ -1,7 +1,8 @@
 """``homewatt-agent``: the gateway's command line.
 
-Exit codes: 0 success, 1 a meter failed (``read``) or the agent stopped with an error (``run``),
-2 bad configuration (``config error: <key>: <message>`` on stderr).
+Exit codes: 0 success, 1 a meter failed (``read``), the agent stopped with an error (``run``) or
+provisioning failed (``provision``), 2 bad configuration (``config error: <key>: <message>`` on
+stderr) or bad input.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.logs import configure_logging
 from edge_agent.ports import ModbusBus
+from edge_agent.provision_cli import add_provision_parser, provision_command
 from observability.tracing import configure_tracing, shutdown_tracing
 from protocols.models import Quality, Reading
 
@@ -56,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the agent in the foreground until SIGTERM/SIGINT; systemd runs this.",
     )
     run.add_argument("--config", type=Path, required=True, help="agent config file (TOML)")
+    add_provision_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.command)
+    if args.command == "provision":  # it writes the config the other commands read
+        return provision_command(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -73,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, command: str) -> None:
-    # `read` prints a table: only warnings would disturb it. `run` logs its progress.
+    # `read` and `provision` print for people: only warnings would disturb them. `run` logs.
     # `run` installs its own (JSON, redacting) handler once the config names the format.
-    if command == "read":
+    if command in ("read", "provision"):
         level = logging.DEBUG if verbose else logging.WARNING
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:

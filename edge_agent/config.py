@@ -24,6 +24,9 @@ class Section(BaseModel):
 
 class MqttSettings(Section):
     url: str = "mqtt://127.0.0.1:1883"  # mqtt:// plain, mqtts:// TLS
+    # paho (MQTT 3.1.1, any broker) or awsiot (awsiotsdk's MQTT 5 mTLS client, as AWS IoT Core
+    # expects it; needs mqtts:// with cert_file and key_file)
+    transport: Literal["paho", "awsiot"] = "paho"
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -43,6 +46,10 @@ class MqttSettings(Section):
             raise ValueError("cert_file and key_file go together: set both or neither")
         if not self.url.startswith(("mqtt://", "mqtts://")):
             raise ValueError("url must start with mqtt:// or mqtts://")
+        if self.transport == "awsiot" and (not self.url.startswith("mqtts://")
+                                           or self.cert_file is None):
+            raise ValueError("transport awsiot connects with mutual TLS: use an mqtts:// url "
+                             "and set cert_file and key_file")
         return self
 
 

@@ -15,9 +15,10 @@ from protocols.commands import Action, ParamValue
 from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
-__all__ = ["Actuator", "ActuatorResult", "Clock", "JobExecution", "JobsChannel", "Message",
-           "MeterSource", "ModbusBus",
-           "ModbusRegisterBus", "OnReadings", "Poller", "PulseInput", "TelemetryBuffer", "Uplink"]
+__all__ = ["Actuator", "ActuatorResult", "CertificateGrant", "Clock", "IdentityChannel",
+           "JobExecution", "JobsChannel", "Message", "MeterSource", "ModbusBus",
+           "ModbusRegisterBus", "OnReadings", "Poller", "PulseInput", "Registration",
+           "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -180,6 +181,36 @@ class Uplink(Protocol):
     async def receive(self) -> Message:
         """The next message on a subscribed topic."""
         ...
+
+
+@dataclass(frozen=True)
+class CertificateGrant:
+    """AWS IoT's CreateCertificateFromCsr answer."""
+
+    certificate_id: str
+    certificate_pem: str
+    ownership_token: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """AWS IoT's RegisterThing answer."""
+
+    thing_name: str
+    device_configuration: Mapping[str, str]
+
+
+class IdentityChannel(Protocol):
+    """Fleet provisioning over a claim connection (``AwsIotIdentityChannel``,
+    ``FakeIdentityChannel``). Both calls block until the answer (or their timeout) and raise
+    ``ProvisioningRejected`` for a ``/rejected`` answer, ``ProvisionError`` for no answer."""
+
+    def create_certificate_from_csr(self, csr_pem: str) -> CertificateGrant: ...
+
+    def register_thing(self, template: str, ownership_token: str,
+                       parameters: Mapping[str, str]) -> Registration: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,11 @@ def _paho_uplink(config: AgentConfig, clock: Clock,
         status = offline_status(gateway_id, clock.now_ms())
         return Message(topics.status(gateway_id), encode(status), retain=True)
 
+    if config.mqtt.transport == "awsiot":
+        from edge_agent.awsiot_uplink import AwsIotUplink
+
+        return AwsIotUplink(config.mqtt, client_id=gateway_id, subscriptions=subscriptions,
+                            will=will)
     return PahoUplink(config.mqtt, client_id=gateway_id,
                       subscriptions=subscriptions, will=will)
 

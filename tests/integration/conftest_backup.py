@@ -20,6 +20,11 @@ from cloud_sync.db.commands_store import CommandLimits, SqlCommandStore
 from cloud_sync.db.engine import make_engine
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.schema import commands, dead_letters, devices, gateways, outbox, readings
+from cloud_sync.db.schema_provisioning import (
+    certificates,
+    provisioning_claims,
+    provisioning_templates,
+)
 from cloud_sync.db.schema_registry import api_key_scopes, api_keys, homes, memberships, users
 from cloud_sync.db.store import SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.ports import DeadLetterIn
@@ -103,6 +108,26 @@ def fill_every_table(engine: sa.Engine) -> None:
             {"command_id": f"c-{i}", "gateway_id": "gw-1", "priority": 1,
              "available_at": 1_700_000_000_000 + i, "attempts": 0, "published_at": None}
             for i in range(1, 6)])
+        _fill_provisioning(conn)
+
+
+def _fill_provisioning(conn: sa.Connection) -> None:
+    """Rows in the fleet-provisioning tables (revision 0006)."""
+    conn.execute(provisioning_templates.insert(), [
+        {"name": "shop-gw", "thing_name": "shop-{S}", "parameters": '{"S": "[0-9]+"}',
+         "device_configuration": '{"k": "v"}', "enabled": False, "created_at": 1}])
+    conn.execute(provisioning_claims.insert(), [
+        {"id": f"claim-{i}", "code_digest": f"{i:064x}", "home_id": "home-1",
+         "created_at": 1, "expires_at": 2, "certificates_issued": i,
+         "consumed_at": None if i == 1 else 3, "gateway_id": None if i == 1 else "gw-1"}
+        for i in (1, 2)])
+    conn.execute(certificates.insert(), [
+        {"certificate_id": f"{i:064x}", "common_name": "gw-1", "gateway_id": "gw-1",
+         "claim_id": "claim-2", "home_id": "home-1", "status": status, "pem": "PEM\n",
+         "not_after": 9, "created_at": 1, "activated_at": None, "revoked_at": None,
+         "token_digest": f"{i + 10:064x}", "token_expires_at": 5, "token_used_at": None,
+         "register_request_digest": None, "register_response": None}
+        for i, status in ((1, "ACTIVE"), (2, "REVOKED"))])
 
 
 def _fill_registry(conn: sa.Connection) -> None:
