@@ -90,6 +90,8 @@ async def test_agent_updates_itself_through_a_rollout(tmp_path: Path) -> None:
                 assert details["installed"] == "1.1.0" and details["reason"] == "committed"
                 await wait_for(lambda: firmware.rollouts.get(rollout)["status"] == "completed",
                                10, "rollout completed")
+                # the completing tick records what the gateway reported it runs
+                await wait_for(firmware.bundles.gateway_versions, 10, "versions")
                 versions = firmware.bundles.gateway_versions()
                 assert [(v["gateway_id"], v["version"]) for v in versions] == [(GW, "1.1.0")]
         finally:
