@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench deb system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test: system-deps $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The gateway's Debian package (dist/homewatt_<version>_<arch>.deb); see packaging/README.md.
+deb: $(STAMP)
+	$(PY) packaging/build_deb.py --out dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

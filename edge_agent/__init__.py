@@ -37,14 +37,24 @@ _PUBLIC = {
     "FakeActuator": "edge_agent.actuators",
     "CommandExecutor": "edge_agent.executor",
     "CommandService": "edge_agent.commands",
+    "ClockWatch": "edge_agent.clock_watch",
+    "LinuxClockSync": "edge_agent.clock_sync",
+    "FakeClockSync": "edge_agent.clock_sync",
+    "SocketNotifier": "edge_agent.sd_notify",
+    "FakeNotifier": "edge_agent.sd_notify",
+    "ServiceWatchdog": "edge_agent.service_watchdog",
+    "HomeAssistantBridge": "edge_agent.ha_bridge",
+    "ModbusTcpProxy": "edge_agent.modbus_proxy",
 }
 
 __all__ = [
-    "Actuator", "Agent", "AgentConfig", "Backoff", "BusError", "CommandDedupWindow",
-    "CommandExecutor", "CommandService", "ConfigError", "CounterGuard", "EdgeAgentError",
-    "FakeActuator", "FakeModbusBus", "FakeUplink", "GpiozeroPulseInput", "GpiozeroRelay",
-    "Interlock", "MeterPoller", "MeterReader", "MeterSource", "ModbusRegisterActuator",
-    "PahoUplink", "PymodbusBus", "SqliteBuffer", "build_buses", "build_readers", "load_config",
+    "Actuator", "Agent", "AgentConfig", "Backoff", "BusError", "ClockWatch",
+    "CommandDedupWindow", "CommandExecutor", "CommandService", "ConfigError", "CounterGuard",
+    "EdgeAgentError", "FakeActuator", "FakeClockSync", "FakeModbusBus", "FakeNotifier",
+    "FakeUplink", "GpiozeroPulseInput", "GpiozeroRelay", "HomeAssistantBridge", "Interlock",
+    "LinuxClockSync", "MeterPoller", "MeterReader", "MeterSource", "ModbusRegisterActuator",
+    "ModbusTcpProxy", "PahoUplink", "PymodbusBus", "ServiceWatchdog", "SocketNotifier",
+    "SqliteBuffer", "build_buses", "build_readers", "load_config",
 ]
 
 

@@ -33,13 +33,23 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
 from edge_agent.buffer_budget import DiskBudget
 from edge_agent.buffer_files import WriterLock, read_seqfloor, write_seqfloor
+from edge_agent.buffer_hold import (
+    NEWEST_UNHELD,
+    PENDING_UNHELD,
+    HoldRelease,
+    UnsyncedStamp,
+    correct,
+    count_held,
+    insert_held,
+    release,
+)
 from edge_agent.buffer_policy import merge_ranges
 from edge_agent.buffer_schema import (
     META_CLEAN_CLOSE,
@@ -58,7 +68,7 @@ from edge_agent.buffer_schema import (
 )
 from edge_agent.clock import SystemClock
 from edge_agent.ports import Clock
-from protocols.models import Reading, SeqRange, Unit
+from protocols.models import Quality, Reading, SeqRange, Unit
 
 __all__ = ["BufferStats", "BufferStorageError", "OpenReport", "SqliteBuffer"]
 
@@ -80,6 +90,7 @@ class BufferStats:
     thinned_total: int
     size_bytes: int  # used database pages; the WAL comes on top
     lost_in_recovery_total: int = 0  # of dropped_total: in corrupt files moved aside
+    held_unsynced: int = 0  # of depth: taken before the clock was synced, not sent yet
 
 
 class SqliteBuffer:
@@ -100,6 +111,7 @@ class SqliteBuffer:
         self._last_seq = 0
         self._reserved = 0
         self._depth = 0
+        self._held = 0
         self._budget = DiskBudget(path, max_bytes=max_bytes, bucket_ms=thin_to_minutes * 60_000)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -161,6 +173,7 @@ class SqliteBuffer:
             last = floor
         self._last_seq, self._reserved = last, floor
         self._depth = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        self._held = count_held(conn)
         self._budget.load(conn, counters)
         self._streams.clear()
         self._stream_info.clear()
@@ -202,8 +215,14 @@ class SqliteBuffer:
         seqs = self.append_seqs(readings)
         return [r.model_copy(update={"seq": s}) for r, s in zip(readings, seqs, strict=True)]
 
-    def append_seqs(self, readings: Sequence[Reading]) -> range:
-        """Store readings in one transaction; ``readings[i]`` got seq ``result[i]``."""
+    def append_seqs(self, readings: Sequence[Reading], *,
+                    unsynced: UnsyncedStamp | None = None) -> range:
+        """Store readings in one transaction; ``readings[i]`` got seq ``result[i]``.
+
+        With ``unsynced`` (the clock is not synced yet) they are also held back from the
+        drain until :meth:`correct_unsynced` or :meth:`release_unsynced` (see
+        :mod:`edge_agent.buffer_hold`).
+        """
         with self._lock:
             conn = self._require_open()
             first = self._last_seq + 1
@@ -216,6 +235,8 @@ class SqliteBuffer:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_INSERT, rows)
+                if unsynced is not None:
+                    insert_held(conn, first, readings, unsynced)
                 conn.execute("UPDATE meta SET value = ? WHERE key = ?", (last, META_LAST_SEQ))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -226,6 +247,8 @@ class SqliteBuffer:
                 raise
             self._last_seq = last
             self._depth += len(readings)
+            if unsynced is not None:
+                self._held += len(readings)
             try:
                 self._depth -= self._budget.enforce(conn, self._depth)
             except BufferStorageError as exc:
@@ -295,24 +318,55 @@ class SqliteBuffer:
                 self._budget.end_episode()
             return removed
 
+    # -- readings taken before the clock was synced ---------------------------------------
+
+    def correct_unsynced(self, boot_id: str, wall_minus_mono_ms: int) -> HoldRelease:
+        """The clock is synced now: give readings held in ``boot_id`` their true time."""
+        return self._hold_change(lambda conn: correct(
+            conn, boot_id, wall_minus_mono_ms, good=QUALITY_CODES[Quality.GOOD],
+            unsynced=QUALITY_CODES[Quality.UNSYNCED]))
+
+    def release_unsynced(self, boot_id: str, before_mono_ms: int | None) -> HoldRelease:
+        """Send the uncorrectable ones flagged: other boots', and this boot's taken before
+        ``before_mono_ms`` (held past the deadline)."""
+        return self._hold_change(lambda conn: release(
+            conn, boot_id, before_mono_ms=before_mono_ms, good=QUALITY_CODES[Quality.GOOD],
+            unsynced=QUALITY_CODES[Quality.UNSYNCED]))
+
+    def _hold_change(self, change: Callable[[sqlite3.Connection], HoldRelease]) -> HoldRelease:
+        with self._lock:
+            conn = self._require_open()
+            if self._held == 0:
+                return HoldRelease()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = change(conn)
+                conn.execute("COMMIT")
+                self._held = count_held(conn)
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise BufferStorageError(self._path, f"clock correction failed: {exc}") from exc
+            return result
+
     # -- reading -----------------------------------------------------------------------------
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[Reading]:
         """Unconfirmed readings with ``seq > after_seq``, in seq order, at most ``limit``:
         page with ``after_seq = page[-1].seq``."""
-        return self._select(_PENDING, (after_seq, limit))
+        return self._select(_PENDING, PENDING_UNHELD, (after_seq, limit))
 
     def newest_pending(self, limit: int) -> list[Reading]:
         """The ``limit`` highest-seq unconfirmed readings, in seq order (live data first)."""
-        rows = self._select(_NEWEST, (limit,))
+        rows = self._select(_NEWEST, NEWEST_UNHELD, (limit,))
         rows.reverse()
         return rows
 
-    def _select(self, sql: str, params: tuple[int, ...]) -> list[Reading]:
+    def _select(self, sql: str, sql_held: str, params: tuple[int, ...]) -> list[Reading]:
+        """Run ``sql``, or ``sql_held`` (which skips held readings) while any are held."""
         with self._lock:
             conn = self._require_open()
             try:
-                rows = conn.execute(sql, params).fetchall()
+                rows = conn.execute(sql_held if self._held else sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise BufferStorageError(self._path, f"read failed: {exc}") from exc
             info, quality = self._stream_info, QUALITY_BY_CODE
@@ -339,4 +393,5 @@ class SqliteBuffer:
                 thinned_total=self._budget.counters[META_THINNED],
                 size_bytes=size,
                 lost_in_recovery_total=self._budget.counters[META_LOST],
+                held_unsynced=self._held,
             )

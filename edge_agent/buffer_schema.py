@@ -1,6 +1,6 @@
 """The buffer's on-disk layout, opening with an integrity check, and recovery of a corrupt file.
 
-Layout (``user_version`` 1), chosen for append speed and size (~22 bytes a reading measured,
+Layout (``user_version`` 2), chosen for append speed and size (~22 bytes a reading measured,
 against ~32 with the names stored as text on every row):
 
 - ``readings(seq INTEGER PRIMARY KEY, stream, ts, value REAL NULL, quality)``: one row a
@@ -8,6 +8,10 @@ against ~32 with the names stored as text on every row):
   is a small integer code.
 - ``meta(key, value)``: ``last_seq`` (highest seq ever assigned, written in the same transaction
   as the rows that use it), the persistent policy counters, and ``clean_close``.
+- ``held(seq, boot, mono_ms)`` (version 2): readings taken before the clock was synced, with
+  the boot id and monotonic time they were taken at; the drain skips them until
+  :mod:`edge_agent.buffer_hold` corrects or releases them. A version-1 file gains the table
+  on open.
 
 seq is assigned by the buffer from ``meta.last_seq``, not by AUTOINCREMENT: the buffer needs the
 value before the insert anyway (to raise the seq floor file first), and an explicit counter in
@@ -28,7 +32,7 @@ from protocols.models import Quality
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
@@ -38,11 +42,15 @@ DDL = (
     "CREATE TABLE readings (seq INTEGER PRIMARY KEY, stream INTEGER NOT NULL, "
     "ts INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+# Version 1 -> 2: the table of readings held back until the clock is synced.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("CREATE TABLE held (seq INTEGER PRIMARY KEY, boot TEXT NOT NULL, "
+        "mono_ms INTEGER NOT NULL)",),
+}
 
 QUALITY_CODES: dict[Quality, int] = {
-    Quality.GOOD: 0, Quality.STALE: 1, Quality.ERROR: 2, Quality.SUSPECT: 3,
+    Quality.GOOD: 0, Quality.STALE: 1, Quality.ERROR: 2, Quality.SUSPECT: 3, Quality.UNSYNCED: 4,
 }
 QUALITY_BY_CODE: dict[int, Quality] = {code: q for q, code in QUALITY_CODES.items()}
 
@@ -92,13 +100,22 @@ def check_and_prepare(conn: sqlite3.Connection) -> None:
             raise CorruptDatabase(str(exc)) from exc
         raise
     if version == 0 and tables == 0:
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in DDL:
-            conn.execute(statement)
-        conn.execute("COMMIT")
+        _migrate(conn, (*DDL, *(sql for v in sorted(UPGRADES) for sql in UPGRADES[v])))
+    elif 1 <= version < SCHEMA_VERSION:
+        _migrate(conn, tuple(sql for v in sorted(UPGRADES) if v >= version
+                             for sql in UPGRADES[v]))
     elif version != SCHEMA_VERSION:
         raise CorruptDatabase(f"not a homewatt buffer of schema {SCHEMA_VERSION} "
                               f"(user_version {version}, {tables} schema objects)")
+
+
+def _migrate(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
+    """Run ``statements`` and set the current ``user_version`` in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("COMMIT")
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, int]:

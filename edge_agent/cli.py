@@ -3,6 +3,11 @@
 Exit codes: 0 success, 1 a meter failed (``read``), the agent stopped with an error (``run``) or
 provisioning failed (``provision``), 2 bad configuration (``config error: <key>: <message>`` on
 stderr) or bad input.
+
+Commands that live in their own module register with ``add_parser(commands)`` and set
+``handler`` (``parser.set_defaults(handler=run)``): ``main`` calls it with the parsed
+arguments and returns its exit code (``provision`` and the installer tools ``scan``,
+``doctor``, ``setup``; ``setup`` runs ``provision`` through the same handler).
 """
 
 from __future__ import annotations
@@ -59,14 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, required=True, help="agent config file (TOML)")
     add_provision_parser(commands)
+    commands.choices["provision"].set_defaults(handler=provision_command)
+    from edge_agent import doctor_cli, scan_cli, setup_cli
+
+    for module in (scan_cli, doctor_cli, setup_cli):
+        module.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.command)
-    if args.command == "provision":  # it writes the config the other commands read
-        return provision_command(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # provision writes the config the other commands read
+        return int(handler(args))
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -80,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging(verbose: bool, command: str) -> None:
     # `read` and `provision` print for people: only warnings would disturb them. `run` logs.
     # `run` installs its own (JSON, redacting) handler once the config names the format.
-    if command in ("read", "provision"):
+    if command != "run":
         level = logging.DEBUG if verbose else logging.WARNING
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:

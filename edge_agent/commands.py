@@ -9,6 +9,10 @@ agent's :class:`~edge_agent.telemetry_drain.LimitedPublisher`.
 
 The queue is bounded; when it is full a command is dropped and counted: the cloud re-publishes
 every unacknowledged command until it expires, and the dedup window makes that safe.
+
+Local integrations (Home Assistant's switches) submit through :meth:`CommandService.submit_local`:
+the same queue, executor, dedup window and interlocks; their ack goes back to the caller, not to
+the cloud. Observers added with :meth:`CommandService.on_ack` see every ack (state mirrors).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge_agent.executor import CommandCounters, CommandExecutor
@@ -32,6 +37,7 @@ __all__ = ["CommandService", "CommandStats"]
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 100
+AckHandler = Callable[[CommandAck], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,9 @@ class CommandService:
         self.executor = executor
         self._publisher = publisher
         self._clock = clock
-        self._queue: asyncio.PriorityQueue[tuple[int, int, Command]] = asyncio.PriorityQueue(
-            QUEUE_SIZE)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Command, AckHandler | None]] = (
+            asyncio.PriorityQueue(QUEUE_SIZE))
+        self._observers: list[AckHandler] = []
         self._order = itertools.count()
         self.invalid = 0
         self.dropped = 0
@@ -94,21 +101,35 @@ class CommandService:
             level = logging.WARNING if self.invalid == 1 else logging.DEBUG
             log.log(level, "invalid command ignored (%d so far): %s", self.invalid, exc)
             return
-        rank = 0 if command.priority is Priority.SAFETY else 1
-        try:
-            self._queue.put_nowait((rank, next(self._order), command))
-        except asyncio.QueueFull:
-            self.dropped += 1
+        if not self._enqueue(command, None):
             log.warning("command queue full: dropped %s (%d so far); the cloud will resend it",
                         command.command_id, self.dropped)
+
+    def submit_local(self, command: Command, reply: AckHandler) -> bool:
+        """Queue a command from a local integration; ``reply`` gets its ack (not the cloud).
+        False when the queue is full (counted as dropped; the caller tells its user)."""
+        return self._enqueue(command, reply)
+
+    def on_ack(self, observer: AckHandler) -> None:
+        """Call ``observer`` with every ack, cloud commands' and local ones', after it is sent."""
+        self._observers.append(observer)
+
+    def _enqueue(self, command: Command, reply: AckHandler | None) -> bool:
+        rank = 0 if command.priority is Priority.SAFETY else 1
+        try:
+            self._queue.put_nowait((rank, next(self._order), command, reply))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
 
     async def run(self) -> None:
         """The worker: one command at a time, forever (supervised by the agent)."""
         while True:
-            _, _, command = await self._queue.get()
-            await self._handle(command)
+            _, _, command, reply = await self._queue.get()
+            await self._handle(command, reply)
 
-    async def _handle(self, command: Command) -> None:
+    async def _handle(self, command: Command, reply: AckHandler | None = None) -> None:
         """Execute and ack ``command`` inside a span continuing its ``traceparent``; the ack
         carries the ack span's traceparent back so the cloud's status update joins the trace."""
         with span("command.receive", traceparent=command.traceparent,
@@ -119,7 +140,15 @@ class CommandService:
                 traceparent = current_traceparent()
                 if traceparent is not None:
                     ack = ack.model_copy(update={"traceparent": traceparent})
-                await self._publish(ack)
+                if reply is None:
+                    await self._publish(ack)
+                else:
+                    await reply(ack)
+        for observer in self._observers:
+            try:
+                await observer(ack)
+            except Exception:  # a mirror must never stop the command worker
+                log.exception("command ack observer failed")
 
     async def _publish(self, ack: CommandAck) -> None:
         await self._publisher.publish(Message(self.ack_topic, encode(ack)))

@@ -175,6 +175,46 @@ class FirmwareSettings(Section):
     rauc_slot_class: str = "rootfs"
 
 
+class ClockSettings(Section):
+    """When wall time is trusted (a Raspberry Pi has no real-time clock; see
+    ``edge_agent.clock_watch``). ``kernel``: readings are held until the kernel (adjtimex) or
+    systemd-timesyncd reports sync, then re-stamped from monotonic time; ``none``: trusted
+    from the start (hosts with an RTC, containers, development)."""
+
+    sync: Literal["none", "kernel"] = "none"
+    hold_max_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600.0  # then sent flagged
+    check_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    timesync_flag: Path = Path("/run/systemd/timesync/synchronized")
+
+
+class HomeAssistantSettings(Section):
+    """Home Assistant MQTT discovery on a local broker (``edge_agent.ha_bridge``)."""
+
+    enabled: bool = False
+    url: str = "mqtt://127.0.0.1:1883"  # the broker Home Assistant uses
+    ca_file: Path | None = None  # for an mqtts:// url
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homeassistant"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homewatt"
+    publish_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
+
+    @model_validator(mode="after")
+    def _url(self) -> HomeAssistantSettings:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("url must start with mqtt:// or mqtts://")
+        return self
+
+
+class ModbusProxySettings(Section):
+    """A Modbus TCP server sharing one bus with local systems (``edge_agent.modbus_proxy``)."""
+
+    bus: Annotated[str, Field(pattern=ID)]  # a [[buses]] name
+    host: str = "127.0.0.1"  # 0.0.0.0 to serve the LAN
+    port: Annotated[int, Field(ge=1, le=65535)] = 5020
+    max_clients: Annotated[int, Field(ge=1, le=32)] = 4
+    allow_writes: bool = False  # actuators' registers are refused even when true
+    units: list[Annotated[int, Field(ge=1, le=247)]] | None = None  # None: every unit id
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWATT_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -194,6 +234,9 @@ class AgentConfig(BaseSettings):
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
     firmware: FirmwareSettings = FirmwareSettings()
+    clock: ClockSettings = ClockSettings()
+    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    modbus_proxy: list[ModbusProxySettings] = Field(default_factory=list)
     # Observability: spans to no exporter (no-op), stderr, or OTLP/HTTP at tracing_otlp_endpoint;
     # `run` logs JSON lines unless log_format is "text".
     tracing_exporter: Literal["none", "console", "otlp"] = "none"
@@ -209,6 +252,7 @@ class AgentConfig(BaseSettings):
                 raise ValueError(f"{what} must be unique")
         users = [("meter", m.id, m.bus) for m in self.meters]
         users += [("actuator", a.id, a.bus) for a in self.actuators]
+        users += [("modbus_proxy", f"port {p.port}", p.bus) for p in self.modbus_proxy]
         for kind, user_id, bus in users:
             if bus is not None and bus not in names:
                 raise ValueError(f"{kind} {user_id!r} names bus {bus!r}, which no [[buses]] "

@@ -182,6 +182,11 @@ class DrainPlanner:
             self.live_cursor = max(self.live_cursor, batch.last)
         return batch
 
+    def rewind(self, seq: int) -> None:
+        """Readings from ``seq`` on became pending below the cursor (held ones released):
+        the next backfill reads from there again (seqs in flight are still skipped)."""
+        self.backfill_cursor = min(self.backfill_cursor, seq - 1)
+
     def due_resends(self, now: float) -> list[InFlightBatch]:
         """Batches with no ack for ``ack_timeout_s``, oldest first."""
         due = [b for b in self._batches.values() if now - b.sent_at >= self.ack_timeout_s]

@@ -19,3 +19,8 @@ class BusError(EdgeAgentError):
     def __init__(self, message: str, *, exception_code: int | None = None) -> None:
         super().__init__(message)
         self.exception_code = exception_code
+
+
+class BusConnectError(BusError):
+    """The bus itself cannot be opened (serial port missing or not permitted, TCP refused):
+    no request reached any device."""

@@ -119,6 +119,9 @@ class AgentCollector(Collector):
         yield self._counter("homewatt_agent_buffer_dropped_readings",
                             "Readings lost unconfirmed (thinned or dropped when full, or lost "
                             "in corruption recovery)", stats.dropped_total)
+        yield self._gauge("homewatt_agent_buffer_unsynced_readings",
+                          "Readings held back until the clock is synced (no RTC)",
+                          getattr(stats, "held_unsynced", 0))
 
     def _meters(self) -> Iterator[Metric]:
         if self._sources.meter_health is None:

@@ -19,7 +19,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from edge_agent.config import BusSettings
-from edge_agent.errors import BusError
+from edge_agent.errors import BusConnectError, BusError
 from protocols.modbus.registers import RegisterKind
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class PymodbusBus:
         if not self._client.connected:
             if not await self._client.connect():
                 self._connect_failures += 1
-                raise BusError(f"bus {self.name}: cannot connect to {self._endpoint()}")
+                raise BusConnectError(f"bus {self.name}: cannot connect to {self._endpoint()}")
             if self._connect_failures:
                 log.info("bus %s: connected to %s again", self.name, self._endpoint())
             self._connect_failures = 0

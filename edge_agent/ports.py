@@ -10,15 +10,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge_agent.buffer_hold import HoldRelease, UnsyncedStamp
 from edge_agent.status import BufferStatsView
 from protocols.commands import Action, ParamValue
 from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
-__all__ = ["Actuator", "ActuatorResult", "CertificateGrant", "Clock", "IdentityChannel",
-           "JobExecution", "JobsChannel", "Message", "MeterSource", "ModbusBus",
-           "ModbusRegisterBus", "OnReadings", "Poller", "PulseInput", "Registration",
-           "TelemetryBuffer", "Uplink"]
+__all__ = ["Actuator", "ActuatorResult", "CertificateGrant", "Clock", "ClockSync",
+           "IdentityChannel", "JobExecution", "JobsChannel", "Message", "MeterSource",
+           "ModbusBus", "ModbusRegisterBus", "Notifier", "OnReadings", "Poller", "PulseInput",
+           "Registration", "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -130,7 +131,12 @@ class TelemetryBuffer(Protocol):
 
     def open(self) -> object: ...
 
-    def append_seqs(self, readings: Sequence[Reading]) -> range: ...
+    def append_seqs(self, readings: Sequence[Reading], *,
+                    unsynced: UnsyncedStamp | None = None) -> range: ...
+
+    def correct_unsynced(self, boot_id: str, wall_minus_mono_ms: int) -> HoldRelease: ...
+
+    def release_unsynced(self, boot_id: str, before_mono_ms: int | None) -> HoldRelease: ...
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[Reading]: ...
 
@@ -181,6 +187,25 @@ class Uplink(Protocol):
     async def receive(self) -> Message:
         """The next message on a subscribed topic."""
         ...
+
+
+class ClockSync(Protocol):
+    """Whether the system clock has been set by a time source (``LinuxClockSync``,
+    ``FakeClockSync``). A Pi without a real-time clock boots with a wrong time."""
+
+    def synced(self) -> bool:
+        """True once NTP (or another source) has disciplined the clock; cheap, no network."""
+        ...
+
+
+class Notifier(Protocol):
+    """The service manager's notification channel (``SocketNotifier`` for systemd's
+    ``$NOTIFY_SOCKET``, ``FakeNotifier``): ``notify("READY=1", "STATUS=...")`` sends one
+    message; it never raises and returns whether the message went out."""
+
+    def notify(self, *states: str) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

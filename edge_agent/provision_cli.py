@@ -60,6 +60,8 @@ def add_provision_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the final connection with the new certificate")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
+    parser.add_argument("--user", help="the service user who must read the key and config "
+                                       "(default: homewatt when run as root and it exists)")
 
 
 def provision_command(args: argparse.Namespace) -> int:
@@ -81,9 +83,25 @@ def provision_command(args: argparse.Namespace) -> int:
     except ProvisionError as exc:
         _err(f"provision failed: {exc}")
         return EXIT_FAILED
+    _share(result, args.user)
     _out(f"gateway {result.thing_name} is provisioned; start it with: homewatt-agent run "
          f"--config {result.config_file}")
     return EXIT_OK
+
+
+def _share(result: ProvisionResult, user_name: str | None) -> None:
+    """As root the key is written 0600 root:root; give the service user's group read access
+    (never others), or the packaged agent could not start."""
+    from edge_agent.doctor_cli import service_user
+    from edge_agent.file_access import share_with_service_user
+
+    try:
+        user = service_user(user_name)
+    except KeyError:
+        _err(f"provision: --user {user_name}: no such user; the files stay readable by root "
+             "only (fix with: chgrp <group> FILE && chmod g+r FILE)")
+        return
+    share_with_service_user(result.config_file, user, _progress)
 
 
 def _request(args: argparse.Namespace) -> ProvisionRequest | str:

@@ -27,12 +27,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from edge_agent.backoff import Backoff
 from edge_agent.clock import SystemClock
+from edge_agent.clock_sync import AssumeSynced, LinuxClockSync, read_boot_id
+from edge_agent.clock_watch import ClockWatch
 from edge_agent.commands import CommandService
 from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
@@ -40,21 +42,28 @@ from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
 from edge_agent.firmware_runner import FirmwareRunner
 from edge_agent.firmware_wiring import build_firmware
+from edge_agent.ha_bridge import HomeAssistantBridge, build_home_assistant
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.inbound import InboundRouter
 from edge_agent.jobs_channel import UplinkJobsChannel
 from edge_agent.metrics import AgentMetrics, AgentSources
+from edge_agent.modbus_proxy import ModbusTcpProxy, build_proxies
 from edge_agent.ports import (
     Actuator,
     Clock,
+    ClockSync,
     Message,
     ModbusRegisterBus,
+    Notifier,
     OnReadings,
     Poller,
     TelemetryBuffer,
     Uplink,
 )
+from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
+from edge_agent.service_watchdog import ServiceWatchdog
 from edge_agent.status import offline_status, online_status
+from edge_agent.supervise import supervise
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from edge_agent.uplink import PahoUplink
 from protocols import topics
@@ -69,33 +78,6 @@ __all__ = ["Agent", "PollerFactory", "run", "supervise"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
-# A worker that ran this long before failing starts its restart backoff afresh.
-HEALTHY_RUN_S = 60.0
-
-
-async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
-    """Run ``work`` forever: when it fails (or returns), log and restart it after a backoff.
-
-    Cancellation stops it. This is the one place that catches every exception: a failed worker
-    must never take the agent down.
-    """
-    failures = 0
-    loop = asyncio.get_running_loop()
-    while True:
-        started = loop.time()
-        try:
-            await work()
-            log.error("%s stopped unexpectedly", name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed", name)
-        failures = 1 if loop.time() - started >= HEALTHY_RUN_S else failures + 1
-        delay = backoff.delay(failures)
-        log.warning("restarting %s in %.1fs (failure %d)", name, delay, failures)
-        await asyncio.sleep(delay)
-
-
 PollerFactory = Callable[[OnReadings], Poller]
 
 
@@ -109,6 +91,10 @@ class Agent:
     Actuators are built from ``config.actuators`` at :meth:`start` (relays on ``pin_factory``,
     gpiozero's default when ``None``; Modbus ones on the shared buses) unless ``actuators``
     is given; the command dedup window lives at ``config.dedup_path``.
+    ``notifier`` is systemd's notify socket (READY, a health-gated WATCHDOG every
+    ``watchdog_interval_s``, STOPPING; see :mod:`edge_agent.service_watchdog`).
+    ``clock_sync`` says when wall time is trusted (default from ``config.clock``); readings
+    before that are held and re-stamped (:mod:`edge_agent.clock_watch`).
     Nothing connects before :meth:`start`.
     """
 
@@ -116,7 +102,9 @@ class Agent:
                  buffer: TelemetryBuffer | None = None, clock: Clock | None = None,
                  poller: PollerFactory | None = None,
                  actuators: Mapping[str, Actuator] | None = None,
-                 pin_factory: Factory | None = None) -> None:
+                 pin_factory: Factory | None = None, notifier: Notifier | None = None,
+                 watchdog_interval_s: float | None = None,
+                 clock_sync: ClockSync | None = None) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
@@ -138,6 +126,8 @@ class Agent:
         self._injected_actuators = actuators
         self._pin_factory = pin_factory
         self.commands: CommandService | None = None
+        self.home_assistant: HomeAssistantBridge | None = None
+        self.modbus_proxies: list[ModbusTcpProxy] = []
         self._s0_closers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.invalid_acks = 0
@@ -149,6 +139,15 @@ class Agent:
                                     "invalid_acks": self.invalid_acks},
             meter_health=self._meter_health, now_ms=self.clock.now_ms))
         self.health_server: AgentHealthServer | None = None
+        # /livez and systemd's watchdog judge health by one window: they cannot disagree.
+        self.liveness = LivenessWindow(config.liveness_window_s)
+        self.watchdog = ServiceWatchdog(notifier, self._probe, self.liveness,
+                                        watchdog_interval_s)
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self.clock_watch = ClockWatch(
+            clock_sync or _clock_sync(config), self.clock, self.buffer, boot_id=read_boot_id(),
+            hold_max_s=config.clock.hold_max_s, check_interval_s=config.clock.check_interval_s,
+            on_release=lambda released: self.drain.rewind(released.first_seq or 1))
         # Firmware updates over Jobs (its topics join the inbound router before connecting);
         # an update's restart sets exit_requested and the process exits with exit_code.
         self.exit_code = EXIT_OK
@@ -167,15 +166,20 @@ class Agent:
         """
         report = await asyncio.to_thread(self.buffer.open)
         log.info("telemetry buffer open: %s", report)
+        await self.clock_watch.check_once()  # before polling: is wall time trusted yet?
         await self.uplink.start()
         self.commands = self._command_service()
         await self.commands.start()
+        workers = [("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
+                   ("status", self._status_loop), ("commands", self.commands.run),
+                   ("clock", self.clock_watch.run)]
+        if self.config.home_assistant.enabled:
+            self.home_assistant = build_home_assistant(self.config, self.commands, self.clock)
+            await self.home_assistant.start()
+            workers.append(("home assistant", self.home_assistant.run))
         self._poller = self._poller_factory(self.ingest)
         self._poller.start()
         restart = Backoff(1.0, 60.0)
-        workers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
-            ("status", self._status_loop), ("commands", self.commands.run)]
         if self.jobs is not None:
             self.firmware = build_firmware(self.config, self.jobs, self._probe,
                                            self.request_exit)
@@ -184,9 +188,22 @@ class Agent:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
             await self._start_health_server()
+        await self._start_proxies()
+        self.watchdog.ready(f"running: {len(self.config.meters)} meters configured")
+        self._watchdog_task = asyncio.create_task(self.watchdog.run(), name="watchdog")
 
     def _meter_health(self) -> dict[str, MeterHealth]:
         return self._poller.health() if self._poller is not None else {}
+
+    async def _start_proxies(self) -> None:
+        """Modbus TCP proxies on the shared buses; a taken port is logged, never fatal."""
+        for proxy in build_proxies(self.config, self._bus_map()):
+            try:
+                await proxy.start()
+            except OSError as exc:
+                log.error("Modbus proxy port %d unavailable: %s", proxy.port, exc)
+                continue
+            self.modbus_proxies.append(proxy)
 
     async def _probe(self) -> Probe:
         return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
@@ -200,9 +217,8 @@ class Agent:
     async def _start_health_server(self) -> None:
         """Serve /livez, /readyz, /metrics; a taken port is logged, never fatal."""
         server = AgentHealthServer(self._probe, self.metrics.render,
-                                   host=self.config.health_host,
-                                   port=self.config.health_port,
-                                   liveness=LivenessWindow(self.config.liveness_window_s))
+                                   host=self.config.health_host, port=self.config.health_port,
+                                   liveness=self.liveness)
         try:
             await server.start()
         except OSError as exc:
@@ -213,9 +229,17 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop polling, publish the retained offline status, disconnect, close the buffer."""
+        self.watchdog.stopping()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
+            self._watchdog_task = None
         if self.health_server is not None:
             await self.health_server.stop()
             self.health_server = None
+        for proxy in self.modbus_proxies:
+            await proxy.stop()
+        self.modbus_proxies.clear()
         if self._poller is not None:
             await self._poller.stop()
             self._poller = None
@@ -225,6 +249,13 @@ class Agent:
         self._tasks.clear()
         farewell = offline_status(self.gateway_id, self.clock.now_ms())
         await self.uplink.stop(Message(self._status_topic, encode(farewell), retain=True))
+        if self.home_assistant is not None:
+            await self.home_assistant.stop()
+            self.home_assistant = None
+        await self._close_adapters()
+
+    async def _close_adapters(self) -> None:
+        """After the tasks stopped: commands, firmware, buses, S0 inputs, then the buffer."""
         if self.commands is not None:
             await self.commands.stop()
         if self.firmware is not None:
@@ -241,12 +272,15 @@ class Agent:
         A storage failure is logged and counted; it never stops the poller.
         """
         try:
-            await asyncio.to_thread(self.buffer.append_seqs, readings)
+            await asyncio.to_thread(self.buffer.append_seqs, readings,
+                                    unsynced=self.clock_watch.stamp())
         except EdgeAgentError as exc:
             self.storage_errors += 1
             log.error("could not buffer %d readings: %s", len(readings), exc)
             return
         self.drain.wake()
+        if self.home_assistant is not None:
+            self.home_assistant.observe(readings)
 
     async def publish_status(self) -> None:
         stats = await asyncio.to_thread(self.buffer.stats)
@@ -337,6 +371,12 @@ def _sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:
                         thin_to_minutes=config.buffer.thin_to_minutes, clock=clock)
 
 
+def _clock_sync(config: AgentConfig) -> ClockSync:
+    if config.clock.sync == "kernel":
+        return LinuxClockSync(flag_file=config.clock.timesync_flag)
+    return AssumeSynced()
+
+
 def _paho_uplink(config: AgentConfig, clock: Clock,
                  subscriptions: Callable[[], Sequence[str]]) -> Uplink:
     gateway_id = config.gateway_id
@@ -369,8 +409,9 @@ async def _run(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = notifier_from_env()
     try:
-        agent = Agent(config)
+        agent = Agent(config, notifier=notifier, watchdog_interval_s=watchdog_interval_s())
     except EdgeAgentError as exc:
         log.error("agent cannot start: %s", exc)
         return EXIT_FAILED

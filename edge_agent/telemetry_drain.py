@@ -80,6 +80,11 @@ class TelemetryDrain:
         """New readings, an ack or a reconnect: look again now."""
         self._wake.set()
 
+    def rewind(self, seq: int) -> None:
+        """Held readings from ``seq`` on were released: send them too (see ``DrainPlanner``)."""
+        self.planner.rewind(seq)
+        self.wake()
+
     async def run(self) -> None:
         while True:
             await self._uplink.wait_connected()

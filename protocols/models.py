@@ -47,13 +47,17 @@ class Quality(StrEnum):
 
     ``error`` carries no value (the read failed); ``suspect`` carries the raw value but must
     not feed energy totals (e.g. a counter that ran backwards); ``stale`` is a repeat of an
-    older value because the device did not answer in time.
+    older value because the device did not answer in time; ``unsynced`` is a good value whose
+    ``ts`` could not be confirmed: it was read before the gateway's clock was ever synced (a
+    Pi has no real-time clock) and sync was not seen in time to correct it, so it must not be
+    put into time buckets either.
     """
 
     GOOD = "good"
     STALE = "stale"
     ERROR = "error"
     SUSPECT = "suspect"
+    UNSYNCED = "unsynced"
 
 
 class Unit(StrEnum):
@@ -89,7 +93,8 @@ class Reading(WireModel):
 
     @model_validator(mode="after")
     def _value_matches_quality(self) -> Reading:
-        if self.value is None and self.quality in (Quality.GOOD, Quality.SUSPECT):
+        if self.value is None and self.quality in (Quality.GOOD, Quality.SUSPECT,
+                                                   Quality.UNSYNCED):
             raise ValueError(f"value is required when quality is {self.quality.value}")
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError("value must be a finite number (use quality=error and null)")

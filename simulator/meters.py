@@ -37,6 +37,7 @@ from protocols.modbus import (
     model_length,
     model_register_map,
 )
+from protocols.modbus.eastron_id import eastron_holding_image
 from protocols.models import Unit
 from simulator.controllers import ControllerBank
 from simulator.profiles import HomeConfig, HomeProfile, PowerSample
@@ -220,6 +221,11 @@ class SimulatedMeter:
         self._measure = measure
         self.image: dict[int, int] = {}
         self.shown: Values = {}
+        # Fixed configuration registers served beside an input-register layout (Eastron's
+        # node address, baud rate, system type): what `homewatt-agent scan` identifies by.
+        self.holding: dict[int, int] = (
+            eastron_holding_image(layout.model, unit)
+            if layout.register_kind is RegisterKind.INPUT else {})
 
     def refresh(self, sample: PowerSample) -> None:
         """Re-render the register image from ``sample`` and the counters."""

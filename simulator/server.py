@@ -57,6 +57,7 @@ _Action: TypeAlias = Callable[
 ]
 
 _MBAP_UNIT_BYTE = 6  # Modbus TCP header: tid(2) pid(2) len(2) unit(1)
+_READ_HOLDING = 3
 
 
 class MeterSimulator:
@@ -225,6 +226,10 @@ class MeterSimulator:
             size = max(meter.image) + 1 - first
             size += -size % 16  # a little slack past the last point, as real devices have
             blocks = register_blocks(meter.layout.register_kind, first, size)
+            if meter.holding:  # configuration registers beside input registers (Eastron)
+                holding = [SimData(a, count=2, values=0, datatype=DataType.REGISTERS,
+                                   readonly=True) for a in sorted(meter.holding)[::2]]
+                blocks = (blocks[0], blocks[1], holding, blocks[3])
             devices.append(SimDevice(unit, simdata=blocks, action=self._action(meter)))
         for unit, spec in self.bank.controllers.specs.items():
             holding = [SimData(0, count=len(spec.registers), values=0,
@@ -280,7 +285,9 @@ class MeterSimulator:
                 return failed
             if values is not None:
                 return ExcCodes.ILLEGAL_ADDRESS  # meters are read-only here
-            image = meter.image  # read after any delay: the answer is as of sending
+            # Read after any delay: the answer is as of sending. FC3 on an input-register
+            # meter reads its configuration registers.
+            image = meter.holding if func_code == _READ_HOLDING and meter.holding else meter.image
             for offset in range(count):
                 registers[address - start + offset] = image.get(address + offset, 0)
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -76,13 +77,22 @@ def test_installer_provisions_a_gateway_and_the_agent_runs_with_it(
     assert wrong.returncode == 1 and "claim code" in wrong.stderr and "not known" in wrong.stderr
     assert not (etc / "gateway.crt").exists() and not (etc / "gateway.key").exists()
 
-    done = _run(provision, agent_env, stdin=code + "\n")
+    # As root (CI) the files are handed to the service user's group, as the package's agent
+    # runs as its own user; "nobody" stands in for it here.
+    as_root = os.geteuid() == 0
+    done = _run([*provision, "--user", "nobody"] if as_root else provision, agent_env,
+                stdin=code + "\n")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"gateway {GW} is provisioned" in done.stdout
     assert "connected as gw-0042 with the new certificate" in done.stdout
 
     key = etc / "gateway.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    if as_root:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o640  # its group reads, others never
+        assert key.stat().st_gid == pwd.getpwnam("nobody").pw_gid
+        assert f"made {key} readable by nobody" in done.stdout
+    else:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"PRIVATE KEY" not in (tmp_path / "cloud.sqlite").read_bytes()  # never sent
     config = load_config(etc / "agent.toml")
     assert config.gateway_id == GW and config.mqtt.key_file == key
