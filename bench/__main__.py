@@ -25,6 +25,7 @@ from bench import (
     bench_drain,
     bench_fleet,
     bench_ingest,
+    bench_rollups,
 )
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -150,6 +151,9 @@ class Benchmark:
 BENCHMARKS = [
     Benchmark("pipeline", "Telemetry and command pipeline, fleet scaling", run_pipeline,
               render_pipeline),
+    Benchmark("rollups", "Analytics rollups: a year of 15-minute data for 1,000 homes",
+              lambda args: bench_rollups.run(args.rollup_homes, args.rollup_days),
+              bench_rollups.render),
 ]
 
 
@@ -201,6 +205,8 @@ def main() -> None:
     names = [b.name for b in BENCHMARKS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drain-readings", type=int, default=1_000_000)
+    parser.add_argument("--rollup-homes", type=int, default=1000)
+    parser.add_argument("--rollup-days", type=int, default=365)
     parser.add_argument("--only", default=",".join(names),
                         help=f"comma-separated sections to run (default all: {', '.join(names)})")
     args = parser.parse_args()

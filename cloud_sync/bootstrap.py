@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from cloud_sync.analytics_wiring import build_analytics
 from cloud_sync.api import ApiContext, create_app
 from cloud_sync.auth import Access, AuthContext
 from cloud_sync.auth.rate_limit import SlidingWindowLimiter
@@ -222,6 +223,9 @@ def build_service(settings: CloudSettings) -> CloudService:
                        **{f"acks_{k}": v for k, v in acks.stats.as_dict().items()}})
     registry = SqlRegistryStore(store.engine, store.breaker)
     auth_store = SqlAuthStore(store.engine, store.breaker)
+    analytics_routes, analytics_workers = build_analytics(
+        settings, store=store, registry=registry, commands=command_store, now_ms=now_ms,
+        wake_dispatcher=dispatcher.wake, ingest_busy=lambda: worker.queue_depth > 0)
     app = create_app(ApiContext(
         store=store, health=health, now_ms=now_ms, auth=build_auth(settings, registry, auth_store),
         publish=bus.publish, stats=worker.stats.as_dict, commands=commands, metrics=metrics,
@@ -229,9 +233,9 @@ def build_service(settings: CloudSettings) -> CloudService:
                 lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
                 lambda a: register_provisioning(a, ProvisioningApiContext(
                     SqlProvisioningStore(store.engine, store.breaker), now_ms)),
-                jobs.mount]))
+                analytics_routes, jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated, router, [*services, *jobs.workers])
+                        migrated, router, [*services, *analytics_workers, *jobs.workers])
 
 
 def _provisioning(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIngestBus,

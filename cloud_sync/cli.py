@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from cloud_sync.admin_cli import add_admin_parser, run_admin_command
+from cloud_sync.analytics_cli import COMMANDS as ANALYTICS_COMMANDS
+from cloud_sync.analytics_cli import add_analytics_parsers, run_analytics_command
 from cloud_sync.backup_cli import COMMANDS as BACKUP_COMMANDS
 from cloud_sync.backup_cli import add_backup_parsers, run_backup_command
 from cloud_sync.bootstrap import build_service, build_store, load_settings
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     add_backup_parsers(sub)
     add_broker_parsers(sub)
     add_admin_parser(sub)
+    add_analytics_parsers(sub)
     return parser
 
 
@@ -87,6 +90,8 @@ def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
         return 0
     if args.command in BROKER_COMMANDS:
         return run_broker_command(settings, args)
+    if args.command in ANALYTICS_COMMANDS:
+        return run_analytics_command(settings, args)
     handler = run_backup_command if args.command in BACKUP_COMMANDS else run_admin_command
     return handler(settings, args)
 

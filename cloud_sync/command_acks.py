@@ -10,16 +10,15 @@ the dead-letter table and are acked (a bad message must not block the session).
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from cloud_sync.db.commands_store import AckVerdict
-from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
+from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import DeadLetterIn, InboundMessage, IngestBus
-from cloud_sync.worker_thread import WorkerThread
+from cloud_sync.worker_thread import MessageWorker
 from observability.tracing import span
 from protocols import decode, topics
 from protocols.commands import CommandAck
@@ -66,57 +65,19 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class CommandAckWorker(WorkerThread):
+class CommandAckWorker(MessageWorker[AckStats]):
     thread_name = "command-acks"
 
     def __init__(self, store: AckStore, bus: IngestBus, *, queue_size: int = 256,
                  retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
-        super().__init__()
+        super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)
         self._store = store
         self._bus = bus
-        self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=queue_size)
-        self._retry_max_s = retry_max_s
         self._now_ms = now_ms
         self.stats = AckStats()
         # Called after an ack is recorded (not for repeats), e.g. to time commands; must not
         # raise.
         self.on_recorded: Callable[[CommandAck, int], None] | None = None
-
-    def offer(self, message: InboundMessage) -> bool:
-        """Queue without blocking; ``False`` when full (left un-acked: the broker resends)."""
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self.stats.overflowed += 1
-            return False
-        self.stats.received += 1
-        return True
-
-
-
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                message = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._handle_with_retry(message)
-            except Exception:  # supervisor: one bad ack must not stop the worker
-                log.exception("handling command ack on %s failed", message.topic)
-
-    def _handle_with_retry(self, message: InboundMessage) -> None:
-        delay = 0.05
-        while not self._stop.is_set():
-            try:
-                self.handle(message)
-                return
-            except StorageUnavailable as exc:
-                self.stats.db_failures += 1
-                log.warning("recording command ack failed (%s); retrying, not acked", exc)
-            self._stop.wait(delay)
-            delay = min(delay * 2, self._retry_max_s)
 
     def handle(self, message: InboundMessage) -> None:
         """Record one ack (or dead-letter it), then PUBACK. Raises ``StorageUnavailable``."""

@@ -79,7 +79,9 @@ class IngestionWorker(WorkerThread):
         super().__init__()
         self._store = store
         self._bus = bus
-        self._queue: queue.Queue[tuple[InboundMessage, int]] = queue.Queue(maxsize=queue_size)
+        # None is the wake-up ``stop`` puts in, so a waiting worker stops at once
+        self._queue: queue.Queue[tuple[InboundMessage, int] | None] = queue.Queue(
+            maxsize=queue_size)
         self._queue_size = queue_size
         self._max_readings = max_readings
         self._max_wait_s = max_wait_s
@@ -142,6 +144,10 @@ class IngestionWorker(WorkerThread):
             self._bus.redeliver_refused()
         return len(group.items)
 
+    def _wake_for_stop(self) -> None:
+        with contextlib.suppress(queue.Full):  # full: the worker is not waiting anyway
+            self._queue.put_nowait(None)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -158,6 +164,8 @@ class IngestionWorker(WorkerThread):
             first = self._queue.get(timeout=wait_s)
         except queue.Empty:
             return group
+        if first is None:
+            return group
         self._add(group, *first)
         deadline = time.monotonic() + self._max_wait_s
         # The broker sends at most queue_size un-acked messages: once the group holds that
@@ -168,6 +176,8 @@ class IngestionWorker(WorkerThread):
                 item = self._queue.get(timeout=remaining) if remaining > 0 else \
                     self._queue.get_nowait()
             except queue.Empty:
+                break
+            if item is None:
                 break
             self._add(group, *item)
         return group

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from cryptography.x509.oid import AttributeOID
 
 from cloud_sync.ca import CaError, CertificateAuthority, IssuedCertificate, common_name, load_csr
 from cloud_sync.db.provisioning_store import CertificateGrant
-from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
+from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import InboundMessage, IngestBus
 from cloud_sync.provisioning_rules import (
     CREATE_FROM_CSR_TOPIC,
@@ -38,7 +37,7 @@ from cloud_sync.provisioning_rules import (
     parse_register_request,
     rejected_payload,
 )
-from cloud_sync.worker_thread import WorkerThread
+from cloud_sync.worker_thread import MessageWorker
 
 __all__ = ["ProvisioningPolicy", "ProvisioningService", "ProvisioningStats"]
 
@@ -79,7 +78,7 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ProvisioningService(WorkerThread):
+class ProvisioningService(MessageWorker[ProvisioningStats]):
     thread_name = "provisioning"
 
     def __init__(self, store: ProvisioningStore, bus: IngestBus,
@@ -88,49 +87,14 @@ class ProvisioningService(WorkerThread):
                  retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
         """``ca`` loads the CA when first needed (a missing CA rejects requests with 503 and
         says how to create one; it is retried on the next request)."""
-        super().__init__()
+        super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)
         self._store = store
         self._bus = bus
         self._load_ca = ca
         self._ca: CertificateAuthority | None = None
         self.policy = policy or ProvisioningPolicy()
-        self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=queue_size)
-        self._retry_max_s = retry_max_s
         self._now_ms = now_ms
         self.stats = ProvisioningStats()
-
-    def offer(self, message: InboundMessage) -> bool:
-        """Queue without blocking; ``False`` when full (left un-acked: the broker resends)."""
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self.stats.overflowed += 1
-            return False
-        self.stats.received += 1
-        return True
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                message = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._handle_with_retry(message)
-            except Exception:  # supervisor: one bad request must not stop the worker
-                log.exception("provisioning request on %s failed", message.topic)
-
-    def _handle_with_retry(self, message: InboundMessage) -> None:
-        delay = 0.05
-        while not self._stop.is_set():
-            try:
-                self.handle(message)
-                return
-            except StorageUnavailable as exc:
-                self.stats.db_failures += 1
-                log.warning("provisioning request not answered (%s); retrying", exc)
-            self._stop.wait(delay)
-            delay = min(delay * 2, self._retry_max_s)
 
     def handle(self, message: InboundMessage) -> None:
         """Answer one request, then PUBACK it. Raises ``StorageUnavailable`` (not acked)."""

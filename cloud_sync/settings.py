@@ -83,6 +83,11 @@ class CloudSettings(BaseSettings):
     # db_statement_timeout_s (see ``effective_puback_timeout_s``).
     command_puback_timeout_s: float = Field(default=2.0, gt=0)
     dispatcher_enabled: bool = True
+    # Analytics: the rollup job (dirty series -> 15-min/hourly/daily energy) and the schedule
+    # job (accepted recommendations -> commands). Every replica may run both: claims keep
+    # them apart. An API-only replica turns them off.
+    analytics_jobs_enabled: bool = True
+    analytics_interval_s: float = Field(default=30.0, gt=0)
     # Observability: spans go to no exporter (the no-op API tracer), stderr, or OTLP/HTTP at
     # tracing_otlp_endpoint (unset: the SDK's OTEL_EXPORTER_OTLP_* defaults). `serve` logs JSON
     # lines (with trace ids) unless log_format is "text".

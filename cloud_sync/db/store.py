@@ -5,7 +5,8 @@ and timeouts count as failures, and once it is open calls fail at once with
 ``StorageUnavailable`` (the
 REST layer answers 503 + Retry-After; the worker stops acking and retries with backoff).
 Readings go in with ``ON CONFLICT DO NOTHING`` so a resent batch is a no-op; on PostgreSQL
-they are COPY-ed into a per-connection temp table first, then inserted in one statement.
+they are COPY-ed into a per-connection temp table first, then inserted in one statement. The
+same transaction marks the rollups the new readings make dirty (``analytics_marks``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from cloud_sync.breaker import STATE_OPEN, CircuitBreaker, CircuitOpen
+from cloud_sync.db.analytics_marks import mark_sqlite, marks_of, pg_merge_and_mark
 from cloud_sync.db.engine import is_sqlite
 from cloud_sync.db.schema import READING_COLUMNS, dead_letters, gateways, readings
 from cloud_sync.errors import StorageUnavailable
@@ -31,8 +33,7 @@ _COLS = ", ".join(READING_COLUMNS)
 _SQLITE_INSERT = f"INSERT OR IGNORE INTO readings ({_COLS}) VALUES ({', '.join('?' * 8)})"  # noqa: S608
 _PG_STAGE = "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS"
 _PG_COPY = f"COPY readings_stage ({_COLS}) FROM STDIN"
-_PG_MERGE = (f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_stage "  # noqa: S608
-             "ON CONFLICT DO NOTHING")
+_PG_MERGE = pg_merge_and_mark(_COLS)
 
 Row = tuple[str, int, str, str, float | None, str, int, str]
 
@@ -116,7 +117,9 @@ class SqlTelemetryStore:
         if not batches:
             return 0
         if is_sqlite(self.engine):
-            result = conn.exec_driver_sql(_SQLITE_INSERT, list(_rows(batches)))
+            rows = list(_rows(batches))
+            result = conn.exec_driver_sql(_SQLITE_INSERT, rows)
+            mark_sqlite(conn, marks_of(rows))
             return max(result.rowcount, 0)
         return self._copy_insert(conn, batches)
 
@@ -132,7 +135,8 @@ class SqlTelemetryStore:
                 for row in _rows(batches):
                     copy.write_row(row)
             cur.execute(_PG_MERGE)
-            return int(cur.rowcount)
+            inserted = cur.fetchone()
+            return int(inserted[0]) if inserted else 0
 
     # -- TelemetryQueries ------------------------------------------------------------------
 

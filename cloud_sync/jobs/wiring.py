@@ -12,7 +12,7 @@ from cloud_sync.db.rollout_store import SqlRolloutStore
 from cloud_sync.db.store import SqlTelemetryStore, now_ms
 from cloud_sync.firmware.api import FirmwareApiContext, register_firmware
 from cloud_sync.firmware.service import FirmwareService, RolloutScheduler
-from cloud_sync.jobs.service import JobsBus, JobsService
+from cloud_sync.jobs.service import JobsBus, JobsHousekeeper, JobsService
 from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
 from cloud_sync.worker_thread import WorkerThread
@@ -42,7 +42,8 @@ def build_jobs(settings: CloudSettings, store: SqlTelemetryStore, bus: JobsBus,
     """The Jobs store and service on the shared engine and breaker, registered on ``router``,
     and the firmware service with its rollout scheduler."""
     jobs_store = SqlJobsStore(store.engine, store.breaker)
-    service = JobsService(jobs_store, bus, queue_size=settings.ingest_queue_size,
+    housekeeper = JobsHousekeeper(jobs_store, bus)
+    service = JobsService(jobs_store, bus, housekeeper, queue_size=settings.ingest_queue_size,
                           retry_max_s=settings.ingest_retry_max_s)
     service.register(router)
     firmware = FirmwareService(
@@ -51,4 +52,4 @@ def build_jobs(settings: CloudSettings, store: SqlTelemetryStore, bus: JobsBus,
         payload_dir=settings.effective_firmware_dir, public_url=settings.public_url,
         trust_root=_trust_root(settings), now_ms=now_ms, wake_jobs=service.wake)
     scheduler = RolloutScheduler(firmware, settings.rollout_tick_s)
-    return JobsParts(jobs_store, service, firmware, [service, scheduler])
+    return JobsParts(jobs_store, service, firmware, [housekeeper, service, scheduler])

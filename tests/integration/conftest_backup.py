@@ -29,6 +29,7 @@ from cloud_sync.db.schema_registry import api_key_scopes, api_keys, homes, membe
 from cloud_sync.db.store import SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.ports import DeadLetterIn
 from protocols.commands import Action, Priority
+from tests.integration.conftest_analytics import fill_analytics
 from tests.integration.conftest_cloud import make_batch
 
 GATEWAYS = ("gw-1", "gw-2")
@@ -108,6 +109,7 @@ def fill_every_table(engine: sa.Engine) -> None:
             {"command_id": f"c-{i}", "gateway_id": "gw-1", "priority": 1,
              "available_at": 1_700_000_000_000 + i, "attempts": 0, "published_at": None}
             for i in range(1, 6)])
+        fill_analytics(conn)
         _fill_provisioning(conn)
 
 

@@ -11,12 +11,13 @@ from alembic.script import ScriptDirectory
 
 from cloud_sync.db import migrate
 from cloud_sync.db.engine import make_engine
+from tests.integration.conftest_analytics import ANALYTICS_TABLES
 from tests.integration.conftest_backup import fill_every_table, table_rows
 from tests.integration.conftest_cloud import db_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 DATA_TABLES = {"gateways", "readings", "dead_letters", "devices", "commands", "outbox", "homes",
-               "users", "memberships", "api_keys", "api_key_scopes"}
+               "users", "memberships", "api_keys", "api_key_scopes", *ANALYTICS_TABLES}
 
 
 def _revisions() -> list[str]:
