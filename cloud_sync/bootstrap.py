@@ -38,6 +38,7 @@ from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, n
 from cloud_sync.dispatcher import CommandDispatcher
 from cloud_sync.health import HealthChecks
 from cloud_sync.ingestion import IngestionWorker
+from cloud_sync.jobs.wiring import build_jobs
 from cloud_sync.metrics import (
     Backlog,
     CloudMetrics,
@@ -203,6 +204,7 @@ def build_service(settings: CloudSettings) -> CloudService:
     acks = CommandAckWorker(command_store, bus, queue_size=settings.ingest_queue_size,
                             retry_max_s=settings.ingest_retry_max_s)
     router.add(COMMAND_ACK_FILTER, acks.offer)
+    jobs = build_jobs(settings, store, bus, router)
     dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
@@ -231,9 +233,9 @@ def build_service(settings: CloudSettings) -> CloudService:
                 lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
                 lambda a: register_provisioning(a, ProvisioningApiContext(
                     SqlProvisioningStore(store.engine, store.breaker), now_ms)),
-                analytics_routes]))
+                analytics_routes, jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated, router, [*services, *analytics_workers])
+                        migrated, router, [*services, *analytics_workers, *jobs.workers])
 
 
 def _provisioning(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIngestBus,

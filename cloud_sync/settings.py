@@ -91,6 +91,13 @@ class CloudSettings(BaseSettings):
     # Observability: spans go to no exporter (the no-op API tracer), stderr, or OTLP/HTTP at
     # tracing_otlp_endpoint (unset: the SDK's OTEL_EXPORTER_OTLP_* defaults). `serve` logs JSON
     # lines (with trace ids) unless log_format is "text".
+    # Firmware: payloads live in firmware_dir (shared storage when replicas run); devices
+    # download them from public_url; uploaded manifests must verify against the trust root
+    # the devices ship (firmware_trust_root), so the cloud never offers what they refuse.
+    firmware_dir: Path | None = None  # default: <data_dir>/firmware
+    public_url: str = "http://127.0.0.1:8080"
+    firmware_trust_root: Path | None = None
+    rollout_tick_s: float = Field(default=5.0, gt=0)
     # Auth: access tokens are HS256 JWTs signed with jwt_secret. Unset, a random secret is
     # generated once into <data_dir>/jwt-secret (fine for one replica; replicas must share one,
     # so set it in production). Per caller at most api_rate_per_min requests a minute (429 with
@@ -150,6 +157,10 @@ class CloudSettings(BaseSettings):
     def effective_db_url(self) -> str:
         """The URL actually used: ``db_url`` or the SQLite file under ``data_dir``."""
         return self.db_url or f"sqlite:///{self.data_dir / 'cloud.sqlite'}"
+
+    @property
+    def effective_firmware_dir(self) -> Path:
+        return self.firmware_dir or self.data_dir / "firmware"
 
     @property
     def mqtt_tls(self) -> bool:

@@ -157,6 +157,24 @@ class CommandSettings(Section):
     dedup_days: Annotated[float, Field(gt=0)] = 7.0
 
 
+class FirmwareSettings(Section):
+    """Updates over AWS IoT Jobs (docs/firmware.md). ``slots``: ``directory`` swaps the agent's
+    own software under ``app_root`` (current -> slots/a|b); ``rauc`` installs full images."""
+
+    enabled: bool = False
+    slots: Literal["directory", "rauc"] = "directory"
+    app_root: Path = Path("/opt/homewatt")
+    product: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] = "homewatt-agent"
+    hardware: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "rpi4"
+    trust_root: Path = Path("/etc/homewatt/firmware-root.json")
+    state_dir: Path | None = None  # default: <data_dir>/firmware
+    trial_boots: Annotated[int, Field(ge=1, le=10)] = 3
+    health_deadline_s: Annotated[float, Field(gt=0)] = 300.0
+    health_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    step_timeout_min: Annotated[int, Field(ge=1, le=10080)] = 60
+    rauc_slot_class: str = "rootfs"
+
+
 class ClockSettings(Section):
     """When wall time is trusted (a Raspberry Pi has no real-time clock; see
     ``edge_agent.clock_watch``). ``kernel``: readings are held until the kernel (adjtimex) or
@@ -215,6 +233,7 @@ class AgentConfig(BaseSettings):
     meters: list[MeterSettings] = Field(default_factory=list)
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
+    firmware: FirmwareSettings = FirmwareSettings()
     clock: ClockSettings = ClockSettings()
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
     modbus_proxy: list[ModbusProxySettings] = Field(default_factory=list)
@@ -247,6 +266,10 @@ class AgentConfig(BaseSettings):
     @property
     def dedup_path(self) -> Path:
         return self.commands.dedup_path or self.data_dir / "commands.sqlite"
+
+    @property
+    def firmware_state_dir(self) -> Path:
+        return self.firmware.state_dir or self.data_dir / "firmware"
 
     @classmethod
     def settings_customise_sources(

@@ -17,9 +17,9 @@ from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
 __all__ = ["Actuator", "ActuatorResult", "CertificateGrant", "Clock", "ClockSync",
-           "IdentityChannel", "Message", "MeterSource", "ModbusBus", "ModbusRegisterBus",
-           "Notifier", "OnReadings", "Poller", "PulseInput", "Registration", "TelemetryBuffer",
-           "Uplink"]
+           "IdentityChannel", "JobExecution", "JobsChannel", "Message", "MeterSource",
+           "ModbusBus", "ModbusRegisterBus", "Notifier", "OnReadings", "Poller", "PulseInput",
+           "Registration", "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -236,3 +236,43 @@ class IdentityChannel(Protocol):
                        parameters: Mapping[str, str]) -> Registration: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobExecution:
+    """One AWS IoT Jobs execution as the device sees it (``document`` is the job's JSON)."""
+
+    job_id: str
+    status: str
+    version: int
+    execution_number: int
+    document: dict[str, object]
+    status_details: dict[str, str]
+
+
+class JobsChannel(Protocol):
+    """What the firmware runner needs of AWS IoT Jobs (``UplinkJobsChannel`` over paho,
+    ``FakeJobsChannel``; an ``IotJobsClientV2``-backed one for the awsiot transport).
+
+    Every call raises ``JobsUnavailable`` when no answer came in time and ``JobsRejected``
+    (with AWS's ``code`` and the execution's current version) when the service said no.
+    """
+
+    async def start_next(self, *, step_timeout_min: int | None = None,
+                         details: Mapping[str, str] | None = None) -> JobExecution | None:
+        """StartNextPendingJobExecution: the next job, now IN_PROGRESS; ``None``: none."""
+        ...
+
+    async def describe(self, job_id: str) -> JobExecution | None:
+        """DescribeJobExecution (``$next`` allowed); ``None`` when there is no such one."""
+        ...
+
+    async def update(self, job_id: str, status: str, *, expected_version: int | None,
+                     details: Mapping[str, str],
+                     step_timeout_min: int | None = None) -> int:
+        """UpdateJobExecution; returns the execution's new version number."""
+        ...
+
+    async def next_changed(self) -> JobExecution | None:
+        """Wait for the next notify-next: the new next execution, or ``None`` (none left)."""
+        ...

@@ -40,9 +40,12 @@ from edge_agent.config import AgentConfig
 from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
 from edge_agent.executor import CommandExecutor
+from edge_agent.firmware_runner import FirmwareRunner
+from edge_agent.firmware_wiring import build_firmware
 from edge_agent.ha_bridge import HomeAssistantBridge, build_home_assistant
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.inbound import InboundRouter
+from edge_agent.jobs_channel import UplinkJobsChannel
 from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.modbus_proxy import ModbusTcpProxy, build_proxies
 from edge_agent.ports import (
@@ -145,6 +148,15 @@ class Agent:
             clock_sync or _clock_sync(config), self.clock, self.buffer, boot_id=read_boot_id(),
             hold_max_s=config.clock.hold_max_s, check_interval_s=config.clock.check_interval_s,
             on_release=lambda released: self.drain.rewind(released.first_seq or 1))
+        # Firmware updates over Jobs (its topics join the inbound router before connecting);
+        # an update's restart sets exit_requested and the process exits with exit_code.
+        self.exit_code = EXIT_OK
+        self.exit_requested = asyncio.Event()
+        self.jobs: UplinkJobsChannel | None = None
+        self.firmware: FirmwareRunner | None = None
+        if config.firmware.enabled:
+            self.jobs = UplinkJobsChannel(config.gateway_id, self.uplink)
+            self.jobs.register(self.inbound)
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -168,6 +180,10 @@ class Agent:
         self._poller = self._poller_factory(self.ingest)
         self._poller.start()
         restart = Backoff(1.0, 60.0)
+        if self.jobs is not None:
+            self.firmware = build_firmware(self.config, self.jobs, self._probe,
+                                           self.request_exit)
+            workers.append(("firmware", self.firmware.run))
         for name, work in workers:
             self._tasks.append(asyncio.create_task(supervise(name, work, restart), name=name))
         if self.config.health_port:
@@ -192,6 +208,11 @@ class Agent:
     async def _probe(self) -> Probe:
         return await agent_probe(self.buffer.stats, self._tasks, self.uplink.is_connected,
                                  self._meter_health())
+
+    def request_exit(self, code: int) -> None:
+        """Stop the process with ``code`` (a firmware update's restart: 75)."""
+        self.exit_code = code
+        self.exit_requested.set()
 
     async def _start_health_server(self) -> None:
         """Serve /livez, /readyz, /metrics; a taken port is logged, never fatal."""
@@ -231,8 +252,14 @@ class Agent:
         if self.home_assistant is not None:
             await self.home_assistant.stop()
             self.home_assistant = None
+        await self._close_adapters()
+
+    async def _close_adapters(self) -> None:
+        """After the tasks stopped: commands, firmware, buses, S0 inputs, then the buffer."""
         if self.commands is not None:
             await self.commands.stop()
+        if self.firmware is not None:
+            self.firmware.close()
         for bus in (self._buses or {}).values():
             await bus.close()
         for close in self._s0_closers:
@@ -370,7 +397,9 @@ def _paho_uplink(config: AgentConfig, clock: Clock,
 def run(config: AgentConfig) -> int:
     """``homewatt-agent run``: run until SIGTERM/SIGINT, then stop cleanly and return 0.
 
-    Returns 1 if the agent cannot start (buffer in use or unreadable, bad TLS files).
+    Returns 1 if the agent cannot start (buffer in use or unreadable, bad TLS files), 75
+    when a firmware update needs the service restarted into the new slot (systemd's
+    ``Restart=on-failure`` does that).
     """
     return asyncio.run(_run(config))
 
@@ -394,8 +423,12 @@ async def _run(config: AgentConfig) -> int:
         return EXIT_FAILED
     log.info("agent %s running; SIGTERM or SIGINT stops it", config.gateway_id)
     try:
-        await stop.wait()
+        waiters = [asyncio.ensure_future(stop.wait()),
+                   asyncio.ensure_future(agent.exit_requested.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
     finally:
         log.info("agent %s stopping", config.gateway_id)
         await agent.stop()
-    return EXIT_OK
+    return agent.exit_code

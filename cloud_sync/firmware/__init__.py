@@ -1,0 +1,1 @@
+"""Firmware on the cloud side: bundles, blocklist, gateway groups, staged rollouts over Jobs."""
