@@ -94,6 +94,12 @@ class AwsIotUplink:
     def is_connected(self) -> bool:
         return self._bridge is not None and self._bridge.connected.is_set()
 
+    @property
+    def client(self) -> mqtt5.Client:
+        """The MQTT 5 client, for awsiotsdk's service clients (Jobs, Shadow) to share: they
+        subscribe to their own reply topics and match replies by ``clientToken``."""
+        return self._client
+
     async def start(self) -> None:
         if self._bridge is not None:
             raise UplinkError("uplink already started")
