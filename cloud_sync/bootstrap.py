@@ -34,6 +34,7 @@ from cloud_sync.db.engine import make_engine
 from cloud_sync.db.outbox_store import SqlOutbox
 from cloud_sync.db.provisioning_store import SqlProvisioningStore
 from cloud_sync.db.registry_store import SqlRegistryStore
+from cloud_sync.db.shadow_store import SqlShadowStore
 from cloud_sync.db.store import DB_ERRORS, SqlTelemetryStore, make_db_breaker, now_ms
 from cloud_sync.dispatcher import CommandDispatcher
 from cloud_sync.health import HealthChecks
@@ -54,6 +55,8 @@ from cloud_sync.provisioning_rules import CREATE_FROM_CSR_TOPIC, PROVISION_FILTE
 from cloud_sync.registry_api import RegistryApiContext, register_registry
 from cloud_sync.routing import TopicRouter
 from cloud_sync.settings import CloudSettings
+from cloud_sync.shadow_api import register_shadows
+from cloud_sync.shadows.service import ShadowService
 from cloud_sync.worker_thread import WorkerThread
 from observability.health import LivenessWindow
 
@@ -205,6 +208,10 @@ def build_service(settings: CloudSettings) -> CloudService:
                             retry_max_s=settings.ingest_retry_max_s)
     router.add(COMMAND_ACK_FILTER, acks.offer)
     jobs = build_jobs(settings, store, bus, router)
+    shadows = ShadowService(SqlShadowStore(store.engine, store.breaker), bus,
+                            queue_size=settings.ingest_queue_size,
+                            retry_max_s=settings.ingest_retry_max_s)
+    shadows.register(router)
     dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
@@ -233,9 +240,10 @@ def build_service(settings: CloudSettings) -> CloudService:
                 lambda a: register_registry(a, RegistryApiContext(registry, auth_store, now_ms)),
                 lambda a: register_provisioning(a, ProvisioningApiContext(
                     SqlProvisioningStore(store.engine, store.breaker), now_ms)),
-                analytics_routes, jobs.mount]))
+                lambda a: register_shadows(a, shadows), analytics_routes, jobs.mount]))
     return CloudService(settings, store, worker, bus, app, command_store, dispatcher, acks,
-                        migrated, router, [*services, *analytics_workers, *jobs.workers])
+                        migrated, router, [*services, shadows, *analytics_workers,
+                                                       *jobs.workers])
 
 
 def _provisioning(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIngestBus,

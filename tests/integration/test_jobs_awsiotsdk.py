@@ -6,21 +6,18 @@ VersionMismatch), terminal-state refusal, notify-next."""
 from __future__ import annotations
 
 import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from awscrt import mqtt5, mqtt_request_response
-from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs, mqtt5_client_builder
+from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs
 
-from cloud_sync.bootstrap import CloudService, load_settings
-from tests.integration.conftest_cloud import cloud_settings, register, started
+from cloud_sync.bootstrap import CloudService
+from tests.integration.awscrt_setup import aws_setup, request_response_options
 from tests.integration.jobs_fixtures import jobs_broker, jobs_of, jobs_store
-from tests.tls_broker import CLOUD_IDENTITY, TlsBroker
 
 __all__ = ["jobs_broker"]
 pytestmark = pytest.mark.integration
@@ -34,55 +31,11 @@ class Setup:
     jobs: iotjobs.IotJobsClientV2
 
 
-def _client(builder: Callable[..., mqtt5.Client]) -> Iterator[iotjobs.IotJobsClientV2]:
-    connected, stopped = threading.Event(), threading.Event()
-    client = builder(lambda _e: connected.set(), lambda _e: stopped.set())
-    client.start()
-    assert connected.wait(10), "awscrt client did not connect to Mosquitto"
-    try:
-        yield iotjobs.IotJobsClientV2(client, mqtt_request_response.ClientOptions(
-            max_request_response_subscriptions=4, max_streaming_subscriptions=2,
-            operation_timeout_in_seconds=10))
-    finally:
-        client.stop()
-        stopped.wait(5)
-
-
 @pytest.fixture(params=["tcp", "mutual-tls"])
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    """Plain TCP (any MQTT broker), and mutual TLS through the generated broker config with
-    the gateway's own certificate, as against AWS IoT Core."""
-    if request.param == "tcp":
-        broker: Any = request.getfixturevalue("jobs_broker")
-        settings = cloud_settings(f"sqlite:///{tmp_path / 'cloud.sqlite'}", broker, tmp_path)
-
-        def builder(on_up: Callable[..., None], on_stop: Callable[..., None]) -> mqtt5.Client:
-            return mqtt5.Client(mqtt5.ClientOptions(
-                host_name="127.0.0.1", port=broker.port,
-                connect_options=mqtt5.ConnectPacket(client_id=THING, keep_alive_interval_sec=30),
-                on_lifecycle_event_connection_success_fn=on_up,
-                on_lifecycle_event_stopped_fn=on_stop))
-    else:
-        tls: TlsBroker = request.getfixturevalue("tls_broker")
-        cloud_id, gateway = tls.identity(CLOUD_IDENTITY), tls.identity(THING)
-        settings = load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}",
-                                 mqtt_url=tls.url, data_dir=tmp_path, client_id="cloud-jobs",
-                                 mqtt_ca_file=cloud_id.ca, mqtt_cert_file=cloud_id.cert,
-                                 mqtt_key_file=cloud_id.key)
-
-        def builder(on_up: Callable[..., None], on_stop: Callable[..., None]) -> mqtt5.Client:
-            return mqtt5_client_builder.mtls_from_path(
-                endpoint="localhost", port=tls.port, cert_filepath=str(gateway.cert),
-                pri_key_filepath=str(gateway.key), ca_filepath=str(gateway.ca),
-                client_id=THING, on_lifecycle_connection_success=on_up,
-                on_lifecycle_stopped=on_stop)
-    register(settings, THING)
-    cloud = started(settings)
-    try:
-        for jobs in _client(builder):
-            yield Setup(cloud, jobs)
-    finally:
-        cloud.stop()
+    for running in aws_setup(request, tmp_path, THING, "jobs_broker"):
+        yield Setup(running.cloud,
+                    iotjobs.IotJobsClientV2(running.client, request_response_options()))
 
 
 def result(future: Future[Any]) -> Any:
