@@ -80,6 +80,11 @@ class ShadowSync:
         self.conflicts = 0
         self.storage_errors = 0
 
+    @property
+    def synced(self) -> bool:
+        """Every shadow was fetched and reconciled since the last connect (for probes)."""
+        return not self._stale and self._link.is_connected
+
     async def start(self) -> None:
         """Raises ``EdgeAgentError`` when the store cannot be opened or read."""
         await asyncio.to_thread(self._store.open)
