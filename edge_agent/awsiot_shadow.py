@@ -6,7 +6,9 @@ It shares the :class:`~edge_agent.awsiot_uplink.AwsIotUplink`'s MQTT 5 client, e
 topics itself and matches replies by ``clientToken`` (its own correlation token, whatever the
 request set), so none of these topics are on the agent's inbound router. One delta stream
 (``create_named_shadow_delta_updated_stream``) per actuator's shadow; the request-response
-client re-subscribes them after a reconnect. awsiotsdk completes its futures and calls its
+client re-subscribes them after a reconnect. A ``get`` waits (up to the timeout) until its
+shadow's delta stream is subscribed, so no delta can fall between the document it returns and
+the stream: every change after it arrives as a delta. awsiotsdk completes its futures and calls its
 listeners on awscrt's threads: calls are awaited through ``asyncio.wrap_future`` and deltas
 are bridged into the event loop. A modeled rejection is ``ShadowRejected`` with AWS's code,
 anything else (timeout, disconnected) ``ShadowUnavailable``.
@@ -69,9 +71,11 @@ class AwsIotShadowChannel:
         self._deltas = DeltaMailbox()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._streams: list[Any] = []  # awscrt StreamingOperations: kept alive while we listen
+        self._live: dict[str, asyncio.Event] = {}  # per shadow: its delta stream is subscribed
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._live = {name: asyncio.Event() for name in self.names}
         for name in self.names:
             stream = self._shadow.create_named_shadow_delta_updated_stream(
                 iotshadow.NamedShadowDeltaUpdatedSubscriptionRequest(thing_name=self.thing,
@@ -86,6 +90,13 @@ class AwsIotShadowChannel:
     # -- ShadowChannel ---------------------------------------------------------------------
 
     async def get(self, name: str) -> ShadowSnapshot | None:
+        live = self._live.get(name)
+        if live is not None and not live.is_set():
+            try:
+                await asyncio.wait_for(live.wait(), self._timeout_s)
+            except TimeoutError as exc:
+                raise ShadowUnavailable(f"delta stream of shadow {name} not subscribed within "
+                                        f"{self._timeout_s:.0f}s") from exc
         try:
             reply = await self._call(self._shadow.get_named_shadow(
                 iotshadow.GetNamedShadowRequest(thing_name=self.thing, shadow_name=name)))
@@ -136,7 +147,19 @@ class AwsIotShadowChannel:
             log.debug("shadow delta after the event loop closed")
 
     def _on_status(self, name: str, event: mqtt_request_response.SubscriptionStatusEvent) -> None:
-        if event.type == mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_HALTED:
+        """awscrt's thread: track whether the stream is subscribed (see :meth:`get`)."""
+        # awscrt hands over a plain int here, whatever its annotation says
+        kind = mqtt_request_response.SubscriptionStatusEventType(int(event.type))
+        if kind is kind.SUBSCRIPTION_HALTED:
             log.error("delta stream of shadow %s halted: %s", name, event.error)
         else:
-            log.debug("delta stream of shadow %s: %s", name, event.type.name)
+            log.debug("delta stream of shadow %s: %s", name, kind.name)
+        live = self._live.get(name)
+        if live is None or self._loop is None:
+            return
+        # halted: it will not come back; gets go ahead (deltas then wait for a reconnect's get)
+        action = live.clear if kind is kind.SUBSCRIPTION_LOST else live.set
+        try:
+            self._loop.call_soon_threadsafe(action)
+        except RuntimeError:
+            log.debug("shadow stream status after the event loop closed")
