@@ -113,6 +113,7 @@ class ShadowSync:
                 await self._wait_for_work(None if ok else self._retry_s)
                 if self._link.is_connected:
                     ok = await self._sync_all()
+            self._stale = set(self.names)
 
     async def _wait_for_work(self, timeout_s: float | None) -> None:
         """Until an ack or a disconnect (or ``timeout_s``, to retry after no answer)."""
@@ -144,13 +145,14 @@ class ShadowSync:
     async def _sync_all(self) -> bool:
         """Reconcile stale shadows and flush pending ones; False when the service did not
         answer (the rest waits for the retry)."""
+        ok = True
         async with self._lock:
             for name in self.names:
                 try:
                     if name in self._stale:
-                        await self._reconcile(name)
+                        ok = await self._reconcile(name) and ok
                     else:
-                        await self._flush(name)
+                        ok = await self._flush(name) and ok
                 except ShadowUnavailable as exc:
                     log.warning("shadow %s: %s; retrying in %.0fs", name, exc, self._retry_s)
                     return False
@@ -158,11 +160,11 @@ class ShadowSync:
                     log.error("shadow %s: get refused: %s; retrying in %.0fs", name, exc,
                               self._retry_s)
                     return False
-        return True
+        return ok
 
     # -- one shadow (called with the lock held) --------------------------------------------
 
-    async def _reconcile(self, name: str) -> None:
+    async def _reconcile(self, name: str) -> bool:
         """``get``, send what is pending, apply what remains of the delta (and requests
         taken on before a crash whose ack was never seen: their ids dedup them)."""
         for _ in range(CONFLICT_RETRIES):
@@ -179,18 +181,21 @@ class ShadowSync:
             self._stale.discard(name)
             if snapshot is not None and remaining:
                 await self._apply(name, remaining, snapshot.desired_ts, snapshot.version)
-            return
+            return True
         log.warning("shadow %s kept changing under %d updates; trying again later", name,
                     CONFLICT_RETRIES)
+        return False
 
-    async def _flush(self, name: str) -> None:
+    async def _flush(self, name: str) -> bool:
+        """Send what is pending; on 409 reconcile. False: still not in step."""
         pending = report_request(self.shadows[name])
         if pending is None:
-            return
+            return True
         state, guard = pending
-        if not await self._send(self.shadows[name], state, guard):
-            self._stale.add(name)
-            await self._reconcile(name)
+        if await self._send(self.shadows[name], state, guard):
+            return True
+        self._stale.add(name)
+        return await self._reconcile(name)
 
     async def _send(self, shadow: LocalShadow, state: dict[str, object],
                     guard: int | None) -> bool:
@@ -215,8 +220,8 @@ class ShadowSync:
             return
         await self._set(shadow)
         await self._apply(delta.name, delta.state, delta.desired_ts, delta.version)
-        if delta.name not in self._stale:
-            await self._flush(delta.name)
+        if delta.name not in self._stale and not await self._flush(delta.name):
+            self._wake.set()  # the sync loop retries it (then on its timer)
 
     async def _apply(self, name: str, state: Mapping[str, object],
                      desired_ts: Mapping[str, int], version: int) -> None:
