@@ -78,6 +78,7 @@ class ShadowSync:
         self._wake = asyncio.Event()
         self.submitted = 0
         self.conflicts = 0
+        self.failures = 0  # requests unanswered in a row
         self.storage_errors = 0
 
     @property
@@ -138,7 +139,7 @@ class ShadowSync:
                 try:
                     await self._on_delta(delta)
                 except (ShadowUnavailable, ShadowRejected) as exc:
-                    log.warning("shadow %s: %s; retrying later", delta.name, exc)
+                    self._unanswered(delta.name, exc)
                     self._stale.add(delta.name)
                     self._wake.set()
 
@@ -153,14 +154,18 @@ class ShadowSync:
                         ok = await self._reconcile(name) and ok
                     else:
                         ok = await self._flush(name) and ok
-                except ShadowUnavailable as exc:
-                    log.warning("shadow %s: %s; retrying in %.0fs", name, exc, self._retry_s)
+                except (ShadowUnavailable, ShadowRejected) as exc:  # rejected: a get refused
+                    self._unanswered(name, exc)
                     return False
-                except ShadowRejected as exc:  # get refused (not 404): the service's problem
-                    log.error("shadow %s: get refused: %s; retrying in %.0fs", name, exc,
-                              self._retry_s)
-                    return False
+        self.failures = 0
         return ok
+
+    def _unanswered(self, name: str, exc: EdgeAgentError) -> None:
+        """A service that is down is logged once, then at debug until it answers again."""
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "shadow %s: %s; retrying every %.0fs (%d failures so far)", name, exc,
+                self._retry_s, self.failures)
 
     # -- one shadow (called with the lock held) --------------------------------------------
 

@@ -1,7 +1,8 @@
 """The agent's shadow channel on awsiotsdk's own IotShadowClientV2 (``transport = "awsiot"``),
 sharing the AwsIotUplink's mutual-TLS connection, against our shadow service through Mosquitto
 with the generated broker config; and a whole agent on that transport, whose shadow and Jobs
-channels are the SDK's: desired set by REST is executed, reported and cleared."""
+channels are the SDK's: desired set by REST is executed, reported and cleared, also when it
+was set while the broker was down."""
 
 from __future__ import annotations
 
@@ -127,6 +128,8 @@ async def test_an_awsiot_agent_uses_the_sdk_clients_for_shadows_and_jobs(
         tmp_path: Path, tls_broker: TlsBroker, cloud: CloudService) -> None:
     config = AgentConfig(gateway_id=GW, data_dir=tmp_path / "agent",
                          mqtt=mqtt_settings(tls_broker), firmware=firmware_settings(tmp_path),
+                         # a get sent before the cloud is back on the broker is lost: ask again
+                         shadow={"retry_s": 1, "request_timeout_s": 3},
                          actuators=[{"id": "boiler", "kind": "relay", "pin": 17}])
     boiler = FakeActuator("boiler")
     agent = Agent(config, poller=FakePoller, actuators={"boiler": boiler})
@@ -142,12 +145,26 @@ async def test_an_awsiot_agent_uses_the_sdk_clients_for_shadows_and_jobs(
                                     json={"desired": {"state": "on"}})
             assert reply.status_code == 200, reply.text
 
-        def settled() -> bool:
-            doc: shadow.ShadowDocument = shadows_of(cloud).store.get(GW, "boiler")
-            return (doc.reported or {}).get("state") == "on" and not doc.desired
-        await until(settled, 20, "boiler reported on and desired cleared")
+        await until(settled(cloud, "on"), 20, "boiler reported on and desired cleared")
         assert boiler.applied == [(Action.SWITCH_ON, {})]
         assert agent.jobs is not None
         assert await agent.jobs.describe("$next") is None  # Jobs answer on the same connection
+
+        tls_broker.kill()  # the broker goes away; the app changes its mind meanwhile
+        await until(lambda: not agent.uplink.is_connected, 20, "the agent to notice")
+        async with api_client(cloud) as api:
+            reply = await api.patch(f"/api/v1/devices/{GW}.boiler/shadow",
+                                    json={"desired": {"state": "off"}})
+            assert reply.status_code == 200, reply.text
+        await asyncio.to_thread(tls_broker.start)  # the SDK's streams come back with it
+        await until(settled(cloud, "off"), 40, "boiler reported off after the reconnect")
+        assert boiler.applied == [(Action.SWITCH_ON, {}), (Action.SWITCH_OFF, {})]
     finally:
         await agent.stop()
+
+
+def settled(cloud: CloudService, state: str) -> Callable[[], bool]:
+    def check() -> bool:
+        doc: shadow.ShadowDocument = shadows_of(cloud).store.get(GW, "boiler")
+        return (doc.reported or {}).get("state") == state and not doc.desired
+    return check
