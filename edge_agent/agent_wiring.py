@@ -52,17 +52,8 @@ if TYPE_CHECKING:
 
     from edge_agent.scheduler import ReadObserver
 
-__all__ = [
-    "CloudChannels",
-    "build_channels",
-    "build_command_service",
-    "build_poller",
-    "build_shadow_sync",
-    "build_uplink",
-    "clock_sync",
-    "shadow_names",
-    "sqlite_buffer",
-]
+__all__ = ["CloudChannels", "build_channels", "build_command_service", "build_poller",
+           "build_uplink", "clock_sync", "shadow_names", "sqlite_buffer", "start_shadow_sync"]
 
 log = logging.getLogger(__name__)
 _SHADOW_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,64}$")  # AWS's rule for shadow names
@@ -207,12 +198,20 @@ def build_channels(config: AgentConfig, uplink: Uplink, inbound: InboundRouter,
     return channels
 
 
-def build_shadow_sync(config: AgentConfig, channels: CloudChannels, uplink: Uplink,
-                      commands: CommandService, clock: Clock) -> ShadowSync | None:
+async def start_shadow_sync(config: AgentConfig, channels: CloudChannels, uplink: Uplink,
+                            commands: CommandService, clock: Clock) -> ShadowSync | None:
+    """The started shadow sync (after ``commands`` started), or ``None``: no shadows, or
+    their store is unusable (logged: telemetry and commands go on without them)."""
     if channels.shadow is None:
         return None
     settings = config.shadow
-    return ShadowSync(config.gateway_id, channels.shadow_names, channel=channels.shadow,
+    sync = ShadowSync(config.gateway_id, channels.shadow_names, channel=channels.shadow,
                       link=uplink, commands=commands,
                       store=SqliteShadowStore(config.shadow_path), clock=clock,
                       command_ttl_s=settings.command_ttl_s, retry_s=settings.retry_s)
+    try:
+        await sync.start()
+    except EdgeAgentError as exc:
+        log.error("device shadows off: %s", exc)
+        return None
+    return sync

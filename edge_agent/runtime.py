@@ -39,9 +39,9 @@ from edge_agent.agent_wiring import (
     build_channels,
     build_command_service,
     build_poller,
-    build_shadow_sync,
     build_uplink,
     sqlite_buffer,
+    start_shadow_sync,
 )
 from edge_agent.agent_wiring import clock_sync as build_clock_sync
 from edge_agent.backoff import Backoff
@@ -187,10 +187,9 @@ class Agent:
         workers = [("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
                    ("status", self._status_loop), ("commands", self.commands.run),
                    ("clock", self.clock_watch.run)]
-        self.shadow = build_shadow_sync(self.config, self.channels, self.uplink,
-                                        self.commands, self.clock)
+        self.shadow = await start_shadow_sync(self.config, self.channels, self.uplink,
+                                              self.commands, self.clock)
         if self.shadow is not None:
-            await self.shadow.start()
             workers.append(("shadow", self.shadow.run))
         if self.config.home_assistant.enabled:
             self.home_assistant = build_home_assistant(self.config, self.commands, self.clock)

@@ -101,7 +101,11 @@ class ShadowSync:
         await asyncio.to_thread(self._store.close)
 
     async def run(self) -> None:
-        await asyncio.gather(self._sync_loop(), self._delta_loop())
+        """Both loops until cancelled; one failing cancels the other (the supervisor then
+        restarts the pair)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._sync_loop())
+            group.create_task(self._delta_loop())
 
     # -- loops -----------------------------------------------------------------------------
 
