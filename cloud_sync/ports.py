@@ -117,8 +117,9 @@ class TelemetryQueries(Protocol):
     def set_dead_letter_reason(self, dead_letter_id: int, reason: str) -> None: ...
 
 
-class IngestBus(Protocol):
-    """The broker side of ingestion. Calls never block on the network."""
+class ReplyBus(Protocol):
+    """What an MQTT request service (shadows, jobs, provisioning) needs of the broker: reply,
+    then PUBACK the request. Calls never block on the network."""
 
     def ack(self, message: InboundMessage) -> None:
         """Send the PUBACK; only after the message's data is committed."""
@@ -127,6 +128,10 @@ class IngestBus(Protocol):
     def publish(self, topic: str, payload: bytes) -> None:
         """QoS 1 publish; raises ``BrokerUnavailable`` when not connected."""
         ...
+
+
+class IngestBus(ReplyBus, Protocol):
+    """The broker side of ingestion."""
 
     def is_connected(self) -> bool: ...
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from cloud_sync.db.jobs_store import SqlJobsStore
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
-from cloud_sync.ports import InboundMessage, PublishHandle
+from cloud_sync.ports import InboundMessage, PublishHandle, ReplyBus
 from cloud_sync.routing import TopicRouter
 from cloud_sync.worker_thread import MessageWorker, WorkerThread
 from protocols import jobs as wire
@@ -36,11 +36,7 @@ JOBS_FILTERS = ("$aws/things/+/jobs/get", "$aws/things/+/jobs/start-next",
 PUBACK_TIMEOUT_S = 2.0
 
 
-class JobsBus(Protocol):
-    def ack(self, message: InboundMessage) -> None: ...
-
-    def publish(self, topic: str, payload: bytes) -> None: ...
-
+class JobsBus(ReplyBus, Protocol):
     def publish_tracked(self, topic: str, payload: bytes) -> PublishHandle: ...
 
 

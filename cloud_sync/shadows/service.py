@@ -20,27 +20,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cloud_sync.db.shadow_store import Change, Reply, SqlShadowStore
 from cloud_sync.errors import BrokerUnavailable
-from cloud_sync.ports import InboundMessage
+from cloud_sync.ports import InboundMessage, ReplyBus
 from cloud_sync.routing import TopicRouter
 from cloud_sync.worker_thread import MessageWorker
 from protocols import shadow, topics
 from protocols.errors import InvalidMessage
 
-__all__ = ["SHADOW_FILTERS", "ShadowBus", "ShadowService", "ShadowStats"]
+__all__ = ["SHADOW_FILTERS", "ShadowService", "ShadowStats"]
 
 log = logging.getLogger(__name__)
 SHADOW_FILTERS = tuple(f"$aws/things/+/shadow/{named}{op}"
                        for named in ("", "name/+/") for op in ("get", "update", "delete"))
-
-
-class ShadowBus(Protocol):
-    def ack(self, message: InboundMessage) -> None: ...
-
-    def publish(self, topic: str, payload: bytes) -> None: ...
 
 
 @dataclass
@@ -63,7 +57,7 @@ def _wall_ms() -> int:
 class ShadowService(MessageWorker[ShadowStats]):
     thread_name = "shadows"
 
-    def __init__(self, store: SqlShadowStore, bus: ShadowBus, *, queue_size: int = 256,
+    def __init__(self, store: SqlShadowStore, bus: ReplyBus, *, queue_size: int = 256,
                  retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
         super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)
         self.store = store

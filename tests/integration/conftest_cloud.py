@@ -283,3 +283,11 @@ class DbOutage:
             self._lock_conn.execute("ROLLBACK")
             self._lock_conn.close()
             self._lock_conn = None
+
+
+@pytest.fixture
+def outage(db_url: str) -> Iterator[DbOutage]:
+    """A database outage the test starts and ends (``db_url``: SQLite lock or cut TCP)."""
+    control = DbOutage(db_url)
+    yield control
+    control.close()

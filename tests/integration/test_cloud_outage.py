@@ -21,6 +21,7 @@ from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     db_url,
     edge,
     make_batch,
+    outage,
     register,
     started,
     wait_until,
@@ -28,13 +29,6 @@ from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-
-@pytest.fixture
-def outage(db_url: str) -> Iterator[DbOutage]:
-    control = DbOutage(db_url)
-    yield control
-    control.close()
 
 
 @pytest.fixture

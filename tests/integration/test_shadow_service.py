@@ -31,6 +31,7 @@ from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     cloud,
     cloud_settings,
     db_url,
+    outage,
     register,
     started,
 )
@@ -48,7 +49,7 @@ class ShadowProbe:
         subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"probe-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect("127.0.0.1", broker.port)
         self.client.subscribe(f"$aws/things/{thing}/shadow/#", qos=1)
@@ -130,13 +131,6 @@ def test_a_redelivered_update_is_answered_again_not_applied_twice(
     probe.send(f"{BASE}/update", {"state": {"reported": {"state": "off"}},
                                   "clientToken": "next"})
     assert probe.reply("/update/accepted")["version"] == 2
-
-
-@pytest.fixture
-def outage(db_url: str) -> Iterator[DbOutage]:
-    control = DbOutage(db_url)
-    yield control
-    control.close()
 
 
 @pytest.fixture
