@@ -21,7 +21,6 @@ Decisions are pure (:mod:`edge_agent.shadow_local`); this module does the I/O an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -128,10 +127,10 @@ class ShadowSync:
             await asyncio.wait({wake, down}, timeout=timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (wake, down):
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+            # Cancelled, not awaited: awaiting them under suppress(CancelledError) would also
+            # swallow a cancel of this task that lands meanwhile, and the agent's stop() hangs.
+            wake.cancel()
+            down.cancel()
         self._wake.clear()
 
     async def _delta_loop(self) -> None:
