@@ -93,7 +93,8 @@ class AwsIotShadowChannel:
         live = self._live.get(name)
         if live is not None and not live.is_set():
             try:
-                await asyncio.wait_for(live.wait(), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):
+                    await live.wait()
             except TimeoutError as exc:
                 raise ShadowUnavailable(f"delta stream of shadow {name} not subscribed within "
                                         f"{self._timeout_s:.0f}s") from exc
@@ -125,7 +126,9 @@ class AwsIotShadowChannel:
 
     async def _call(self, future: concurrent.futures.Future[T]) -> T:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s + 1)
+            # asyncio.timeout, not wait_for (which can lose a cancel on Python 3.11)
+            async with asyncio.timeout(self._timeout_s + 1):
+                return await asyncio.wrap_future(future)
         except TimeoutError as exc:
             raise ShadowUnavailable(f"no shadow reply within {self._timeout_s:.0f}s") from exc
         except V2ServiceException as exc:

@@ -180,7 +180,10 @@ class TopicShadowChannel:
         try:
             await self._uplink.publish(Message(topic, json.dumps(
                 {**body, "clientToken": token}).encode()))
-            accepted, reply = await asyncio.wait_for(future, self._timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that lands
+            # as the reply does, and the agent's stop() then waits for a task that goes on.
+            async with asyncio.timeout(self._timeout_s):
+                accepted, reply = await future
         except TimeoutError as exc:
             raise ShadowUnavailable(f"no reply to {topic} within {self._timeout_s:.0f}s") from exc
         finally:
