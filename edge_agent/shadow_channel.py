@@ -3,7 +3,7 @@ and ``FakeShadowChannel`` beside it.
 
 Requests go out QoS 1 with a fresh ``clientToken``; the ``/accepted`` or ``/rejected`` reply
 echoing it resolves the request (replies for other tokens are ignored, as AWS's SDKs do). The
-topic filters (wildcards over the shadow name, so four subscriptions whatever the number of
+topic filters (wildcards over the shadow name, so five subscriptions whatever the number of
 actuators: AWS IoT Core allows 50 per connection) are registered on the agent's
 :class:`~edge_agent.inbound.InboundRouter`, so the uplink subscribes to them at every CONNACK.
 

@@ -84,7 +84,7 @@ async def request(wired: Wired, call: Awaitable[T]) -> T:
     return task.result()
 
 
-async def test_four_wildcard_filters_cover_every_shadow() -> None:
+async def test_five_wildcard_filters_cover_every_shadow() -> None:
     wired = Wired()
     base = f"$aws/things/{GW}/shadow/name/+"
     assert wired.router.filters == [f"{base}/get/accepted", f"{base}/get/rejected",
