@@ -45,16 +45,22 @@ _PUBLIC = {
     "ServiceWatchdog": "edge_agent.service_watchdog",
     "HomeAssistantBridge": "edge_agent.ha_bridge",
     "ModbusTcpProxy": "edge_agent.modbus_proxy",
+    "ShadowSync": "edge_agent.shadow_sync",
+    "SqliteShadowStore": "edge_agent.shadow_store",
+    "TopicShadowChannel": "edge_agent.shadow_channel",
+    "FakeShadowChannel": "edge_agent.shadow_channel",
+    "AwsIotShadowChannel": "edge_agent.awsiot_shadow",
 }
 
 __all__ = [
-    "Actuator", "Agent", "AgentConfig", "Backoff", "BusError", "ClockWatch",
-    "CommandDedupWindow", "CommandExecutor", "CommandService", "ConfigError", "CounterGuard",
-    "EdgeAgentError", "FakeActuator", "FakeClockSync", "FakeModbusBus", "FakeNotifier",
-    "FakeUplink", "GpiozeroPulseInput", "GpiozeroRelay", "HomeAssistantBridge", "Interlock",
-    "LinuxClockSync", "MeterPoller", "MeterReader", "MeterSource", "ModbusRegisterActuator",
-    "ModbusTcpProxy", "PahoUplink", "PymodbusBus", "ServiceWatchdog", "SocketNotifier",
-    "SqliteBuffer", "build_buses", "build_readers", "load_config",
+    "Actuator", "Agent", "AgentConfig", "AwsIotShadowChannel", "Backoff", "BusError",
+    "ClockWatch", "CommandDedupWindow", "CommandExecutor", "CommandService", "ConfigError",
+    "CounterGuard", "EdgeAgentError", "FakeActuator", "FakeClockSync", "FakeModbusBus",
+    "FakeNotifier", "FakeShadowChannel", "FakeUplink", "GpiozeroPulseInput", "GpiozeroRelay",
+    "HomeAssistantBridge", "Interlock", "LinuxClockSync", "MeterPoller", "MeterReader",
+    "MeterSource", "ModbusRegisterActuator", "ModbusTcpProxy", "PahoUplink", "PymodbusBus",
+    "ServiceWatchdog", "ShadowSync", "SocketNotifier", "SqliteBuffer", "SqliteShadowStore",
+    "TopicShadowChannel", "build_buses", "build_readers", "load_config",
 ]
 
 

@@ -157,6 +157,20 @@ class CommandSettings(Section):
     dedup_days: Annotated[float, Field(gt=0)] = 7.0
 
 
+class ShadowSettings(Section):
+    """Each actuator's named shadow ``$aws/things/{gateway}/shadow/name/{actuator}``
+    (``edge_agent.shadow_sync``): desired state is applied through the command executor, the
+    actual state reported. Actuators whose id has a '.' (not a valid shadow name) get none."""
+
+    enabled: bool = True
+    path: Path | None = None  # default: <data_dir>/shadow.sqlite
+    # A desired change becomes a command that expires this long after it is taken on.
+    command_ttl_s: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    request_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # After a shadow request found no answer, try again this often while connected.
+    retry_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class FirmwareSettings(Section):
     """Updates over AWS IoT Jobs (docs/firmware.md). ``slots``: ``directory`` swaps the agent's
     own software under ``app_root`` (current -> slots/a|b); ``rauc`` installs full images."""
@@ -233,6 +247,7 @@ class AgentConfig(BaseSettings):
     meters: list[MeterSettings] = Field(default_factory=list)
     actuators: list[ActuatorSettings] = Field(default_factory=list)
     commands: CommandSettings = CommandSettings()
+    shadow: ShadowSettings = ShadowSettings()
     firmware: FirmwareSettings = FirmwareSettings()
     clock: ClockSettings = ClockSettings()
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
@@ -266,6 +281,10 @@ class AgentConfig(BaseSettings):
     @property
     def dedup_path(self) -> Path:
         return self.commands.dedup_path or self.data_dir / "commands.sqlite"
+
+    @property
+    def shadow_path(self) -> Path:
+        return self.shadow.path or self.data_dir / "shadow.sqlite"
 
     @property
     def firmware_state_dir(self) -> Path:

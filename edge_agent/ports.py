@@ -17,9 +17,10 @@ from protocols.modbus.registers import RegisterKind
 from protocols.models import MeterHealth, Reading, SeqRange
 
 __all__ = ["Actuator", "ActuatorResult", "CertificateGrant", "Clock", "ClockSync",
-           "IdentityChannel", "JobExecution", "JobsChannel", "Message", "MeterSource",
-           "ModbusBus", "ModbusRegisterBus", "Notifier", "OnReadings", "Poller", "PulseInput",
-           "Registration", "TelemetryBuffer", "Uplink"]
+           "Connectivity", "IdentityChannel", "JobExecution", "JobsChannel", "JsonObject",
+           "Message", "MeterSource", "ModbusBus", "ModbusRegisterBus", "Notifier", "OnReadings",
+           "Poller", "PulseInput", "Registration", "ShadowChannel", "ShadowDelta",
+           "ShadowSnapshot", "TelemetryBuffer", "Uplink"]
 
 OnReadings = Callable[[list[Reading]], Awaitable[None]]
 """The poller's callback for every batch of readings (the agent appends them to the buffer)."""
@@ -158,6 +159,17 @@ class Message:
     retain: bool = False
 
 
+class Connectivity(Protocol):
+    """Whether the cloud connection is up; every ``Uplink`` is one."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def wait_connected(self) -> None: ...
+
+    async def wait_disconnected(self) -> None: ...
+
+
 class Uplink(Protocol):
     """The agent's one connection to the cloud broker (``PahoUplink``, ``FakeUplink``)."""
 
@@ -275,4 +287,53 @@ class JobsChannel(Protocol):
 
     async def next_changed(self) -> JobExecution | None:
         """Wait for the next notify-next: the new next execution, or ``None`` (none left)."""
+        ...
+
+
+JsonObject = dict[str, object]
+"""A JSON object as ``json.loads`` returns it (shadow state sections)."""
+
+
+@dataclass(frozen=True)
+class ShadowSnapshot:
+    """A named shadow as ``get`` returns it. ``desired_ts`` maps each top-level desired key to
+    its metadata timestamp (epoch s; absent when the service sent none)."""
+
+    version: int
+    desired: JsonObject
+    reported: JsonObject
+    delta: JsonObject
+    desired_ts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ShadowDelta:
+    """One ``/update/delta`` event of the named shadow ``name``: the desired keys that differ
+    from reported at document ``version``, with their desired timestamps."""
+
+    name: str
+    version: int
+    state: JsonObject
+    desired_ts: dict[str, int]
+
+
+class ShadowChannel(Protocol):
+    """AWS IoT Device Shadow for the named shadows of one thing (``TopicShadowChannel`` over
+    the uplink, ``AwsIotShadowChannel`` on awsiotsdk, ``FakeShadowChannel``).
+
+    ``get`` and ``update`` raise ``ShadowUnavailable`` when no answer came in time and
+    ``ShadowRejected`` (AWS's ``code``: 400, 404, 409, 413) when the service said no.
+    """
+
+    async def get(self, name: str) -> ShadowSnapshot | None:
+        """The shadow's document; ``None`` when it does not exist (404)."""
+        ...
+
+    async def update(self, name: str, state: JsonObject, *, version: int | None) -> int:
+        """Merge ``state`` (``{"desired": ..., "reported": ...}``) into the shadow, only if its
+        version is still ``version`` (when given: 409 otherwise). Returns the new version."""
+        ...
+
+    async def next_delta(self) -> ShadowDelta:
+        """Wait for the next delta event of any of the channel's shadows."""
         ...

@@ -1,7 +1,8 @@
 """The running agent: meters → durable buffer → MQTT uplink → cloud ack → buffer delete.
 
 :class:`Agent` wires the adapters (real ones from the config, or injected ones for tests and
-the fleet runner) and runs four supervised tasks on one event loop:
+the fleet runner; see :mod:`edge_agent.agent_wiring`) and runs supervised tasks on one event
+loop:
 
 - the meter poller (APScheduler jobs) appends readings to the buffer and wakes the drain;
 - :class:`~edge_agent.telemetry_drain.TelemetryDrain` publishes batches within the in-flight
@@ -15,7 +16,10 @@ the fleet runner) and runs four supervised tasks on one event loop:
   and publishes each ``CommandAck``; at start-up, commands a crash interrupted are acked
   ``unknown`` with the actuator's read-back before any new command runs;
 - the status task publishes the retained ``GatewayStatus`` on every connect and every
-  ``status_interval_s``.
+  ``status_interval_s``;
+- the shadow task (:class:`~edge_agent.shadow_sync.ShadowSync`) applies each actuator's
+  desired state through the command worker and reports its actual state; the firmware task
+  (when enabled) runs updates over Jobs; the Home Assistant bridge (when enabled).
 
 Every task waits on events (new readings, ack, connection up) or a deadline; nothing polls.
 :func:`run` is ``homewatt-agent run``: it returns 0 after SIGTERM/SIGINT, 1 if start-up fails.
@@ -27,31 +31,38 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from edge_agent.agent_wiring import (
+    build_channels,
+    build_command_service,
+    build_poller,
+    build_uplink,
+    sqlite_buffer,
+    start_shadow_sync,
+)
+from edge_agent.agent_wiring import clock_sync as build_clock_sync
 from edge_agent.backoff import Backoff
 from edge_agent.clock import SystemClock
-from edge_agent.clock_sync import AssumeSynced, LinuxClockSync, read_boot_id
+from edge_agent.clock_sync import read_boot_id
 from edge_agent.clock_watch import ClockWatch
 from edge_agent.commands import CommandService
 from edge_agent.config import AgentConfig
-from edge_agent.dedup import CommandDedupWindow
 from edge_agent.errors import EdgeAgentError
-from edge_agent.executor import CommandExecutor
 from edge_agent.firmware_runner import FirmwareRunner
 from edge_agent.firmware_wiring import build_firmware
 from edge_agent.ha_bridge import HomeAssistantBridge, build_home_assistant
 from edge_agent.health_server import AgentHealthServer, LivenessWindow, Probe, agent_probe
 from edge_agent.inbound import InboundRouter
-from edge_agent.jobs_channel import UplinkJobsChannel
 from edge_agent.metrics import AgentMetrics, AgentSources
 from edge_agent.modbus_proxy import ModbusTcpProxy, build_proxies
 from edge_agent.ports import (
     Actuator,
     Clock,
     ClockSync,
+    JobsChannel,
     Message,
     ModbusRegisterBus,
     Notifier,
@@ -62,10 +73,10 @@ from edge_agent.ports import (
 )
 from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
 from edge_agent.service_watchdog import ServiceWatchdog
+from edge_agent.shadow_sync import ShadowSync
 from edge_agent.status import offline_status, online_status
 from edge_agent.supervise import supervise
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
-from edge_agent.uplink import PahoUplink
 from protocols import topics
 from protocols.errors import InvalidMessage
 from protocols.models import MeterHealth, Reading, TelemetryAck, decode, encode
@@ -108,13 +119,13 @@ class Agent:
         self.config = config
         self.gateway_id = config.gateway_id
         self.clock: Clock = clock or SystemClock()
-        self.buffer = buffer or _sqlite_buffer(config, self.clock)
+        self.buffer = buffer or sqlite_buffer(config, self.clock)
         # Every feature that listens to the cloud registers here before anything connects; the
         # uplink subscribes to these filters at each CONNACK.
         self.inbound = InboundRouter()
         self.inbound.add(topics.telemetry_ack(config.gateway_id), self._on_telemetry_ack)
         self.inbound.add(topics.commands(config.gateway_id), self._on_command)
-        self.uplink = uplink or _paho_uplink(config, self.clock, lambda: self.inbound.filters)
+        self.uplink = uplink or build_uplink(config, self.clock, lambda: self.inbound.filters)
         self._poller_factory = poller or self._real_poller
         self._publisher = LimitedPublisher(self.uplink, config.mqtt, self.clock)
         self.drain = TelemetryDrain(config.gateway_id, self.buffer, self.uplink,
@@ -145,18 +156,20 @@ class Agent:
                                         watchdog_interval_s)
         self._watchdog_task: asyncio.Task[None] | None = None
         self.clock_watch = ClockWatch(
-            clock_sync or _clock_sync(config), self.clock, self.buffer, boot_id=read_boot_id(),
+            clock_sync or build_clock_sync(config), self.clock, self.buffer, boot_id=read_boot_id(),
             hold_max_s=config.clock.hold_max_s, check_interval_s=config.clock.check_interval_s,
             on_release=lambda released: self.drain.rewind(released.first_seq or 1))
         # Firmware updates over Jobs (its topics join the inbound router before connecting);
         # an update's restart sets exit_requested and the process exits with exit_code.
         self.exit_code = EXIT_OK
         self.exit_requested = asyncio.Event()
-        self.jobs: UplinkJobsChannel | None = None
         self.firmware: FirmwareRunner | None = None
-        if config.firmware.enabled:
-            self.jobs = UplinkJobsChannel(config.gateway_id, self.uplink)
-            self.jobs.register(self.inbound)
+        # Jobs and shadow channels for the transport (paho ones join the inbound router now).
+        actuator_ids = (list(actuators) if actuators is not None
+                        else [a.id for a in config.actuators])
+        self.channels = build_channels(config, self.uplink, self.inbound, actuator_ids)
+        self.jobs: JobsChannel | None = self.channels.jobs
+        self.shadow: ShadowSync | None = None
 
     async def start(self) -> None:
         """Open the buffer, connect (in the background) and start polling and draining.
@@ -168,11 +181,16 @@ class Agent:
         log.info("telemetry buffer open: %s", report)
         await self.clock_watch.check_once()  # before polling: is wall time trusted yet?
         await self.uplink.start()
+        self.channels.open()
         self.commands = self._command_service()
         await self.commands.start()
         workers = [("telemetry drain", self.drain.run), ("inbound", self._inbound_loop),
                    ("status", self._status_loop), ("commands", self.commands.run),
                    ("clock", self.clock_watch.run)]
+        self.shadow = await start_shadow_sync(self.config, self.channels, self.uplink,
+                                              self.commands, self.clock)
+        if self.shadow is not None:
+            workers.append(("shadow", self.shadow.run))
         if self.config.home_assistant.enabled:
             self.home_assistant = build_home_assistant(self.config, self.commands, self.clock)
             await self.home_assistant.start()
@@ -256,6 +274,8 @@ class Agent:
 
     async def _close_adapters(self) -> None:
         """After the tasks stopped: commands, firmware, buses, S0 inputs, then the buffer."""
+        if self.shadow is not None:
+            await self.shadow.stop()
         if self.commands is not None:
             await self.commands.stop()
         if self.firmware is not None:
@@ -327,71 +347,15 @@ class Agent:
         return self._buses
 
     def _command_service(self) -> CommandService:
-        config = self.config
-        actuators: dict[str, Actuator]
-        unavailable: dict[str, str] = {}
-        if self._injected_actuators is not None:
-            actuators = dict(self._injected_actuators)
-        else:
-            from edge_agent.actuators import build_actuators
-
-            actuators, unavailable = build_actuators(config.actuators, self._bus_map(),
-                                                     pin_factory=self._pin_factory)
-        window = CommandDedupWindow(config.dedup_path, max_ids=config.commands.dedup_max_ids,
-                                    days=config.commands.dedup_days)
-        rules = {a.id: a.interlocks for a in config.actuators}
-        executor = CommandExecutor(self.gateway_id, window, actuators, rules,
-                                   unavailable=unavailable)
-        return CommandService(self.gateway_id, executor, self._publisher, self.clock)
+        return build_command_service(
+            self.config, actuators=self._injected_actuators, buses=self._bus_map,
+            pin_factory=self._pin_factory, publisher=self._publisher, clock=self.clock)
 
     def _real_poller(self, on_readings: OnReadings) -> Poller:
-        from edge_agent.s0_input import GpiozeroPulseInput
-        from edge_agent.scheduler import SyncReadable, build_poller
-
-        buses = self._bus_map()
-        s0_inputs: dict[str, SyncReadable] = {}
-        for meter in self.config.meters:
-            if meter.model != "s0":
-                continue
-            try:
-                pulse = GpiozeroPulseInput(meter, clock=self.clock, state_dir=self.config.data_dir)
-            except EdgeAgentError as exc:
-                log.warning("S0 meter %s left out: %s", meter.id, exc)
-                continue
-            s0_inputs[meter.id] = pulse
-            self._s0_closers.append(pulse.close)
-        return build_poller(self.config, buses, on_readings, self.clock,
-                            s0_inputs=s0_inputs, read_observer=self.metrics.observe_read)
-
-
-def _sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:
-    from edge_agent.buffer import SqliteBuffer
-
-    return SqliteBuffer(config.buffer_path, max_bytes=config.buffer.max_bytes,
-                        thin_to_minutes=config.buffer.thin_to_minutes, clock=clock)
-
-
-def _clock_sync(config: AgentConfig) -> ClockSync:
-    if config.clock.sync == "kernel":
-        return LinuxClockSync(flag_file=config.clock.timesync_flag)
-    return AssumeSynced()
-
-
-def _paho_uplink(config: AgentConfig, clock: Clock,
-                 subscriptions: Callable[[], Sequence[str]]) -> Uplink:
-    gateway_id = config.gateway_id
-
-    def will() -> Message:
-        status = offline_status(gateway_id, clock.now_ms())
-        return Message(topics.status(gateway_id), encode(status), retain=True)
-
-    if config.mqtt.transport == "awsiot":
-        from edge_agent.awsiot_uplink import AwsIotUplink
-
-        return AwsIotUplink(config.mqtt, client_id=gateway_id, subscriptions=subscriptions,
-                            will=will)
-    return PahoUplink(config.mqtt, client_id=gateway_id,
-                      subscriptions=subscriptions, will=will)
+        poller, closers = build_poller(self.config, self._bus_map(), on_readings, self.clock,
+                                       self.metrics.observe_read)
+        self._s0_closers.extend(closers)
+        return poller
 
 
 def run(config: AgentConfig) -> int:
