@@ -38,8 +38,8 @@ class HealthChecks:
 
 async def _db_check(checks: HealthChecks) -> str:
     try:
-        await asyncio.wait_for(asyncio.to_thread(checks.ping_db, checks.db_timeout_s),
-                               timeout=checks.db_timeout_s)
+        async with asyncio.timeout(checks.db_timeout_s):
+            await asyncio.to_thread(checks.ping_db, checks.db_timeout_s)
     except TimeoutError:
         return f"no answer within {checks.db_timeout_s}s"
     except StorageUnavailable as exc:
@@ -49,7 +49,8 @@ async def _db_check(checks: HealthChecks) -> str:
 
 async def _optional_check(check: Callable[[], str], timeout_s: float) -> str:
     try:
-        return await asyncio.wait_for(asyncio.to_thread(check), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.to_thread(check)
     except TimeoutError:
         return f"no answer within {timeout_s}s"
     except StorageUnavailable as exc:

@@ -105,7 +105,8 @@ class AwsIotJobsChannel:
 
     async def _call(self, future: concurrent.futures.Future[T]) -> T:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s + 1)
+            async with asyncio.timeout(self._timeout_s + 1):
+                return await asyncio.wrap_future(future)
         except TimeoutError as exc:
             raise JobsUnavailable(f"no Jobs reply within {self._timeout_s:.0f}s") from exc
         except V2ServiceException as exc:

@@ -115,14 +115,15 @@ class AwsIotUplink:
         self._stopping = True
         if farewell is not None and self.is_connected:
             try:
-                await asyncio.wait_for(asyncio.wrap_future(self._send(farewell)),
-                                       FAREWELL_TIMEOUT_S)
+                async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+                    await asyncio.wrap_future(self._send(farewell))
             except Exception as exc:  # TimeoutError or awscrt's: best effort on the way out
                 log.warning("farewell message not published: %s", crt_error(exc))
         # A normal DISCONNECT: the broker discards the will (the farewell said it already).
         self._client.stop(mqtt5.DisconnectPacket())
         try:
-            await asyncio.wait_for(bridge.stopped.wait(), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await bridge.stopped.wait()
         except TimeoutError:
             log.warning("awsiot client did not report stopping within %.0fs", STOP_TIMEOUT_S)
         bridge.connected.clear()

@@ -122,7 +122,8 @@ class FirmwareRunner:
             if self.restarted.is_set():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.channel.next_changed(), self.recheck_s)
+                async with asyncio.timeout(self.recheck_s):
+                    await self.channel.next_changed()
 
     async def handle(self, job: JobExecution) -> None:
         self._versions[job.job_id] = job.version

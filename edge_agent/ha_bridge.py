@@ -23,7 +23,6 @@ Assistant's switch flips back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -130,10 +129,10 @@ class HomeAssistantBridge:
             try:
                 await asyncio.wait({disconnected, birth}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                # Cancelled, not awaited: awaiting them under suppress(CancelledError) would
+                # also swallow a cancel of this task landing meanwhile, and stop() would hang.
                 for waiter in (disconnected, birth):
                     waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
 
     async def _announce_all(self) -> None:
         await self._publish(availability_topic(self._prefix, self.gateway_id), ONLINE)

@@ -98,7 +98,8 @@ class AgentHealthServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                method, path = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    method, path = await _read_request(reader)
             except (TimeoutError, ValueError, asyncio.IncompleteReadError):
                 await _respond(writer, 400, b'{"detail": "bad request"}')
                 return

@@ -119,7 +119,8 @@ class UplinkJobsChannel:
         try:
             await self._uplink.publish(Message(topic, json.dumps(
                 {**body, "clientToken": token}).encode()))
-            accepted, reply = await asyncio.wait_for(future, self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                accepted, reply = await future
         except TimeoutError as exc:
             raise JobsUnavailable(f"no reply to {topic} within {self._timeout_s:.0f}s") from exc
         finally:

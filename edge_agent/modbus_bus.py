@@ -152,7 +152,8 @@ class PymodbusBus:
 
     async def _bounded(self, call: Awaitable[ModbusPDU]) -> ModbusPDU:
         # pymodbus times out after timeout_s itself; the outer bound only guards against a hang.
-        return await asyncio.wait_for(call, timeout=self.settings.timeout_s * 2 + 1)
+        async with asyncio.timeout(self.settings.timeout_s * 2 + 1):
+            return await call
 
     async def close(self) -> None:
         async with self._lock:

@@ -116,9 +116,11 @@ class ModbusTcpProxy:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE), IDLE_TIMEOUT_S)
+            async with asyncio.timeout(IDLE_TIMEOUT_S):
+                header = await reader.readexactly(HEADER_SIZE)
             transaction, size, unit = parse_header(header)  # ValueError: not Modbus, hang up
-            pdu = await asyncio.wait_for(reader.readexactly(size), IDLE_TIMEOUT_S)
+            async with asyncio.timeout(IDLE_TIMEOUT_S):
+                pdu = await reader.readexactly(size)
             writer.write(await self.answer(transaction, unit, pdu))
             await writer.drain()
 

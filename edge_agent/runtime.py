@@ -314,8 +314,8 @@ class Agent:
             await self.publish_status()
             # A disconnect ends the wait early, so the next connect publishes at once.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.uplink.wait_disconnected(),
-                                       self.config.status_interval_s)
+                async with asyncio.timeout(self.config.status_interval_s):
+                    await self.uplink.wait_disconnected()
 
     async def _inbound_loop(self) -> None:
         while True:

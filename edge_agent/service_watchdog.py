@@ -107,7 +107,8 @@ class ServiceWatchdog:
     async def _timed_probe(self) -> Probe:
         timeout = self.interval_s or 5.0
         try:
-            return await asyncio.wait_for(self._probe(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._probe()
         except TimeoutError:
             return Probe({"probe": f"no answer within {timeout:.1f}s"}, {})
 

@@ -96,7 +96,8 @@ class TelemetryDrain:
         deadline = self.planner.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
         with contextlib.suppress(TimeoutError):  # timed out: a resend is due
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _step(self) -> bool:
         """Publish one batch (a due resend first); False when there is nothing to do."""

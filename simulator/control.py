@@ -176,7 +176,8 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, doc = await asyncio.wait_for(self._answer(reader), _READ_TIMEOUT_S)
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                status, doc = await self._answer(reader)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             status, doc = 400, {"error": "malformed or incomplete HTTP request"}
         payload = json.dumps(doc).encode()

@@ -296,7 +296,8 @@ class MeterSimulator:
 
     async def _sleep_unless_stopping(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay_s)
+            async with asyncio.timeout(delay_s):
+                await self._stopping.wait()
 
     def _drop_silent(self, sending: bool, packet: bytes) -> bytes:
         """pymodbus ``trace_packet``: an empty answer is no answer (silent units, stopping)."""
