@@ -120,12 +120,18 @@ class ShadowService(MessageWorker[ShadowStats]):
     def update_desired(self, thing: str, name: str | None, desired: dict[str, Any] | None,
                        version: int | None = None) -> shadow.ShadowDocument:
         """Merge ``desired`` (``None`` clears it) and publish delta/documents; the new
-        document. Raises ``ShadowError`` (409, 413) and ``StorageUnavailable``."""
+        document. Raises ``ShadowError`` (409, 413) and ``StorageUnavailable``.
+
+        A desired value the device already reports is not stored (its key is cleared
+        instead): it would cause no delta now, and linger to fight a later local change (Home
+        Assistant switching the device off would make the cloud switch it back on).
+        """
         now = self._now_ms()
-        request = shadow.UpdateRequest({"desired": desired}, None, version)
         stored: list[shadow.ShadowDocument] = []
 
         def decide(doc: shadow.ShadowDocument) -> Change:
+            request = shadow.UpdateRequest({"desired": _unsatisfied(desired, doc.reported)},
+                                           None, version)
             change = _update_change(thing, name, doc, request, now // 1000)
             stored.append(change.document or doc)
             return change
@@ -162,3 +168,13 @@ def _update_change(thing: str, name: str | None, doc: shadow.ShadowDocument,
         replies.append((topics.shadow(thing, "update", "delta", name), outcome.delta))
     replies.append((topics.shadow(thing, "update", "documents", name), outcome.documents))
     return Change(outcome.document, replies)
+
+
+def _unsatisfied(desired: dict[str, Any] | None, reported: dict[str, Any] | None,
+                 ) -> dict[str, Any] | None:
+    """``desired`` with each value that ``reported`` already holds turned into a delete."""
+    if desired is None or not reported:
+        return desired
+    return {key: None if value is not None and key in reported
+            and shadow.values_equal(value, reported[key]) else value
+            for key, value in desired.items()}

@@ -239,3 +239,22 @@ async def test_rest_patch_while_the_broker_is_down_is_kept_for_the_gateway(
         assert probe.reply("/get/accepted", timeout=20)["state"]["delta"] == {"state": "on"}
     finally:
         probe.close()
+
+
+async def test_rest_desired_the_device_already_reports_is_not_kept_to_fight_local_changes(
+        cloud: CloudService, probe: ShadowProbe) -> None:
+    _devices(cloud)
+    probe.send(f"{BASE}/update", {"state": {"reported": {"state": "on"}}})
+    assert probe.reply("/update/accepted")["version"] == 1
+    async with api_client(cloud) as api:
+        patched = await api.patch(f"/api/v1/devices/{GW}.boiler/shadow",
+                                  json={"desired": {"state": "on"}})
+        assert patched.status_code == 200
+        assert "desired" not in patched.json()["state"]
+    assert "clientToken" not in probe.reply("/update/accepted")  # the REST update's
+    # the homeowner switches it off locally: nothing in the cloud wants it back on
+    probe.send(f"{BASE}/update", {"state": {"reported": {"state": "off"}}, "clientToken": "l"})
+    assert probe.reply("/update/accepted")["clientToken"] == "l"
+    probe.send(f"{BASE}/get", {"clientToken": "g"})
+    got = probe.reply("/get/accepted")
+    assert "delta" not in got["state"] and got["state"]["reported"] == {"state": "off"}
