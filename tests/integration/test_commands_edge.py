@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -29,13 +27,19 @@ from protocols.commands import Action, Command, CommandAck, Outcome
 from protocols.models import GatewayStatus, decode, encode
 from simulator import MeterSimulator
 from tests.integration.conftest_uplink_cloud import Changes
+from tests.integration.water_heater_agent import (
+    AGENT_TOML,
+    WATER_HEATER_UNIT,
+    agent_process,
+    simulator,  # noqa: F401 - a fixture, used as an argument
+    switch_writes,
+)
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 GW = "gw-commands"
 RELAY_PIN = 17
-WATER_HEATER_UNIT = 20  # simulator: holding register 0 = 1 on / 0 off, starts on
 
 
 class CommandCloud:
@@ -182,55 +186,6 @@ async def test_an_interlock_violation_is_rejected_with_its_reason(
 
 # --- SIGKILL between actuation and ack: a real agent process against the Modbus simulator ---
 
-AGENT_TOML = """\
-gateway_id = "{gw}"
-data_dir = "{data}"
-
-[mqtt]
-url = "{url}"
-keepalive_s = 5
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-
-[[buses]]
-name = "sim"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-timeout_s = 5
-
-[[actuators]]
-id = "waterheater"
-kind = "modbus_switch"
-bus = "sim"
-unit = {unit}
-address = 0
-"""
-
-
-@pytest.fixture
-async def simulator() -> AsyncIterator[MeterSimulator]:
-    sim = MeterSimulator(seed=3, tick_s=1.0)
-    await sim.start(port=0)
-    yield sim
-    await sim.stop()
-
-
-@contextlib.contextmanager
-def agent_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    agent = Path(sys.executable).parent / "homewatt-agent"
-    with subprocess.Popen([str(agent), "run", "--config", str(config)],
-                          stderr=subprocess.DEVNULL) as child:
-        try:
-            yield child
-        finally:
-            child.kill()
-
-
-def switch_writes(sim: MeterSimulator) -> list[tuple[int, int]]:
-    return sim.writes().get((WATER_HEATER_UNIT, 0), [])
-
-
 async def until_written(sim: MeterSimulator, timeout: float) -> None:
     # The simulator runs in this event loop and offers no write event: poll it tightly so
     # the kill lands as close after the write as possible.
@@ -241,7 +196,8 @@ async def until_written(sim: MeterSimulator, timeout: float) -> None:
 
 @pytest.mark.parametrize("answer", ["dropped", "prompt"])
 async def test_sigkill_right_after_actuation_never_actuates_twice(
-        tmp_path: Path, mosquitto: Mosquitto, simulator: MeterSimulator, answer: str) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, simulator: MeterSimulator,  # noqa: F811
+        answer: str) -> None:
     """``dropped``: the device acts but its answer never arrives, so the kill surely lands
     between the ``started`` record and the outcome (-> ``unknown`` with the read-back).
     ``prompt``: a race with the ack; ``executed`` or ``unknown`` are both definite."""

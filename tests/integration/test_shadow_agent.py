@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,13 @@ from protocols import shadow
 from protocols.commands import Action
 from simulator import MeterSimulator
 from tests.integration.conftest_cloud import api_client, cloud_settings, register, started
+from tests.integration.water_heater_agent import (
+    AGENT_TOML,
+    WATER_HEATER_UNIT,
+    agent_process,
+    simulator,  # noqa: F401 - a fixture, used as an argument
+    switch_writes,
+)
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -135,60 +140,9 @@ async def test_desired_changed_while_the_agent_is_away_runs_exactly_once_on_its_
 
 # --- SIGKILL between actuation and outcome: a real agent process on the Modbus simulator ----
 
-WATER_HEATER_UNIT = 20  # simulator: holding register 0 = 1 on / 0 off, starts on
-AGENT_TOML = """\
-gateway_id = "{gw}"
-data_dir = "{data}"
-log_format = "text"
-
-[mqtt]
-url = "{url}"
-keepalive_s = 5
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-
-[[buses]]
-name = "sim"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-timeout_s = 5
-
-[[actuators]]
-id = "waterheater"
-kind = "modbus_switch"
-bus = "sim"
-unit = {unit}
-address = 0
-"""
-
-
-@pytest.fixture
-async def simulator() -> AsyncIterator[MeterSimulator]:
-    sim = MeterSimulator(seed=3, tick_s=1.0)
-    await sim.start(port=0)
-    yield sim
-    await sim.stop()
-
-
-@contextlib.contextmanager
-def agent_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    agent = Path(sys.executable).parent / "homewatt-agent"
-    with subprocess.Popen([str(agent), "run", "--config", str(config)],
-                          stderr=subprocess.DEVNULL) as child:
-        try:
-            yield child
-        finally:
-            child.kill()
-
-
-def writes(sim: MeterSimulator) -> list[tuple[int, int]]:
-    return sim.writes().get((WATER_HEATER_UNIT, 0), [])
-
-
 async def test_desired_set_offline_runs_once_even_when_the_agent_is_killed_mid_actuation(
         tmp_path: Path, mosquitto: Mosquitto, cloud: CloudService,
-        simulator: MeterSimulator) -> None:
+        simulator: MeterSimulator) -> None:  # noqa: F811 - the imported fixture
     config = tmp_path / "agent.toml"
     config.write_text(AGENT_TOML.format(gw=GW, data=tmp_path / "data", url=mosquitto.url,
                                         port=simulator.port, unit=WATER_HEATER_UNIT))
@@ -200,7 +154,7 @@ async def test_desired_set_offline_runs_once_even_when_the_agent_is_killed_mid_a
     simulator.set_fault(WATER_HEATER_UNIT, "silent")  # the write lands, its answer never
     with agent_process(config) as second:
         async with asyncio.timeout(30):
-            while not writes(simulator):
+            while not switch_writes(simulator):
                 await asyncio.sleep(0.0005)  # no write event: poll tightly, kill right after
         second.send_signal(signal.SIGKILL)
         await asyncio.to_thread(second.wait, 10)
@@ -210,7 +164,7 @@ async def test_desired_set_offline_runs_once_even_when_the_agent_is_killed_mid_a
         await until(settled_at(cloud, "waterheater", "off"), 30, "the heater reported off")
         third.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(third.wait, 20) == 0
-    assert len(writes(simulator)) == 1  # executed exactly once, never again after the kill
+    assert len(switch_writes(simulator)) == 1  # executed exactly once, never again after the kill
     assert simulator.holding(WATER_HEATER_UNIT, 0) == 0
     last = (cloud_shadow(cloud, "waterheater").reported or {})["last_command"]
     assert last["outcome"] == "unknown" and "interrupted" in last["reason"]
