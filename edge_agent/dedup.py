@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from edge_agent.durable_sqlite import open_durable
 from edge_agent.errors import EdgeAgentError
 from edge_agent.interlocks import HOUR_MS, SwitchEvent
 from protocols.commands import Command, Outcome, ParamValue
@@ -113,16 +114,7 @@ class CommandDedupWindow:
         self._since_prune = 0
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # see the module docstring
-            for statement in _SCHEMA:
-                db.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise EdgeAgentError(f"cannot open command dedup window {self.path}: {exc}") from exc
-        self._db = db
+        self._db = open_durable(self.path, _SCHEMA, "command dedup window")
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edge_agent.durable_sqlite import open_durable
 from edge_agent.errors import EdgeAgentError
 from edge_agent.shadow_local import DesiredRequest, LocalShadow
 
@@ -46,15 +47,7 @@ class SqliteShadowStore:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # see the module docstring
-            db.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise EdgeAgentError(f"cannot open shadow store {self.path}: {exc}") from exc
-        self._db = db
+        self._db = open_durable(self.path, [_SCHEMA], "shadow store")
 
     def close(self) -> None:
         with self._lock:
