@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inbound import InboundRouter
 from edge_agent.ports import JobExecution, Message, Uplink
+from edge_agent.token_requests import TokenRequests
 from protocols import jobs as wire
 from protocols.errors import InvalidMessage
 
@@ -63,9 +63,7 @@ class UplinkJobsChannel:
     def __init__(self, thing: str, uplink: Uplink, *,
                  timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.thing = thing
-        self._uplink = uplink
-        self._timeout_s = timeout_s
-        self._pending: dict[str, asyncio.Future[tuple[bool, dict[str, Any]]]] = {}
+        self._requests = TokenRequests(uplink, timeout_s)
         self._next: asyncio.Queue[JobExecution | None] = asyncio.Queue(maxsize=1)
         self.ignored = 0
 
@@ -112,19 +110,11 @@ class UplinkJobsChannel:
     # -- plumbing ----------------------------------------------------------------------
 
     async def _request(self, topic: str, body: dict[str, Any]) -> dict[str, Any]:
-        token = uuid.uuid4().hex
-        future: asyncio.Future[tuple[bool, dict[str, Any]]] = \
-            asyncio.get_running_loop().create_future()
-        self._pending[token] = future
         try:
-            await self._uplink.publish(Message(topic, json.dumps(
-                {**body, "clientToken": token}).encode()))
-            async with asyncio.timeout(self._timeout_s):
-                accepted, reply = await future
+            accepted, reply = await self._requests.request(topic, body)
         except TimeoutError as exc:
-            raise JobsUnavailable(f"no reply to {topic} within {self._timeout_s:.0f}s") from exc
-        finally:
-            self._pending.pop(token, None)
+            raise JobsUnavailable(f"no reply to {topic} within "
+                                  f"{self._requests.timeout_s:.0f}s") from exc
         if not accepted:
             state = reply.get("executionState") or {}
             version = state.get("versionNumber") if isinstance(state, dict) else None
@@ -145,9 +135,8 @@ class UplinkJobsChannel:
             self.ignored += 1
             log.warning("ignoring Jobs message on %s: %s", message.topic, exc)
             return
-        future = self._pending.get(str(data.get("clientToken")))
-        if future is not None and not future.done() and topic.suffix is not None:
-            future.set_result((topic.suffix == "accepted", data))
+        if topic.suffix is not None:
+            self._requests.resolve(topic.suffix == "accepted", data)
 
     def _notify(self, execution: JobExecution | None) -> None:
         if self._next.full():

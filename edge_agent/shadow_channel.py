@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inbound import InboundRouter
 from edge_agent.ports import Clock, JsonObject, Message, ShadowDelta, ShadowSnapshot, Uplink
+from edge_agent.token_requests import TokenRequests
 from protocols import shadow as aws
 from protocols import topics
 from protocols.errors import InvalidMessage
@@ -132,9 +132,7 @@ class TopicShadowChannel:
                  timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.thing = thing
         self.names = frozenset(names)
-        self._uplink = uplink
-        self._timeout_s = timeout_s
-        self._pending: dict[str, asyncio.Future[tuple[bool, dict[str, Any]]]] = {}
+        self._requests = TokenRequests(uplink, timeout_s)
         self._deltas = DeltaMailbox()
         self.ignored = 0
 
@@ -172,22 +170,12 @@ class TopicShadowChannel:
 
     async def _request(self, name: str, op: topics.ShadowOp,
                        body: dict[str, Any]) -> dict[str, Any]:
-        token = uuid.uuid4().hex
-        future: asyncio.Future[tuple[bool, dict[str, Any]]] = \
-            asyncio.get_running_loop().create_future()
-        self._pending[token] = future
         topic = topics.shadow(self.thing, op, name=name)
         try:
-            await self._uplink.publish(Message(topic, json.dumps(
-                {**body, "clientToken": token}).encode()))
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that lands
-            # as the reply does, and the agent's stop() then waits for a task that goes on.
-            async with asyncio.timeout(self._timeout_s):
-                accepted, reply = await future
+            accepted, reply = await self._requests.request(topic, body)
         except TimeoutError as exc:
-            raise ShadowUnavailable(f"no reply to {topic} within {self._timeout_s:.0f}s") from exc
-        finally:
-            self._pending.pop(token, None)
+            raise ShadowUnavailable(f"no reply to {topic} within "
+                                    f"{self._requests.timeout_s:.0f}s") from exc
         if not accepted:
             code = reply.get("code")
             raise ShadowRejected(code if isinstance(code, int) else 400,
@@ -211,9 +199,7 @@ class TopicShadowChannel:
             level = logging.WARNING if self.ignored == 1 else logging.DEBUG
             log.log(level, "ignoring shadow message on %s: %s", message.topic, exc)
             return
-        future = self._pending.get(str(data.get("clientToken")))
-        if future is not None and not future.done():
-            future.set_result((topic.suffix == "accepted", data))
+        self._requests.resolve(topic.suffix == "accepted", data)
 
 
 UpdateHook = Callable[[str, JsonObject], None]
