@@ -13,7 +13,8 @@ agent's command pipeline.
   reported; a shadow command's ack also clears its desired key. A 409 (desired changed
   meanwhile) makes it ``get`` again and apply the new delta.
 - Offline, everything is kept in the :class:`~edge_agent.shadow_store.SqliteShadowStore` and
-  sent on the next connect; a request that found no answer is retried every ``retry_s``.
+  sent on the next connect; a request that found no answer is retried after 1 s, doubling up
+  to ``retry_s``.
 
 Decisions are pure (:mod:`edge_agent.shadow_local`); this module does the I/O and ordering.
 """
@@ -24,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 
+from edge_agent.backoff import Backoff
 from edge_agent.commands import CommandService
 from edge_agent.errors import EdgeAgentError
 from edge_agent.ports import ActuatorResult, Clock, Connectivity, ShadowChannel, ShadowDelta
@@ -69,6 +71,9 @@ class ShadowSync:
         self._clock = clock
         self._ttl_ms = round(command_ttl_s * 1000)
         self._retry_s = retry_s
+        # After a broker restart the first get can beat the cloud's re-subscription and be
+        # lost: retry soon (1 s, doubling), not a whole retry_s later.
+        self._backoff = Backoff(min(1.0, retry_s), retry_s)
         self.shadows: dict[str, LocalShadow] = {n: LocalShadow(n) for n in self.names}
         self._stale: set[str] = set(self.names)  # to get() before anything else is sent
         self._inflight: set[str] = set()
@@ -114,10 +119,15 @@ class ShadowSync:
             self._stale = set(self.names)  # desired may have changed while we were away
             ok = await self._sync_all()
             while self._link.is_connected:
-                await self._wait_for_work(None if ok else self._retry_s)
+                await self._wait_for_work(None if ok else self._retry_delay())
                 if self._link.is_connected:
                     ok = await self._sync_all()
             self._stale = set(self.names)
+
+    def _retry_delay(self) -> float:
+        """Unanswered requests back off from 1 s to ``retry_s``; a reconcile that ran out of
+        409 retries waits the whole ``retry_s``."""
+        return self._backoff.delay(self.failures) if self.failures else self._retry_s
 
     async def _wait_for_work(self, timeout_s: float | None) -> None:
         """Until an ack or a disconnect (or ``timeout_s``, to retry after no answer)."""
@@ -167,8 +177,8 @@ class ShadowSync:
         """A service that is down is logged once, then at debug until it answers again."""
         self.failures += 1
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "shadow %s: %s; retrying every %.0fs (%d failures so far)", name, exc,
-                self._retry_s, self.failures)
+        log.log(level, "shadow %s: %s; retrying, at most every %.0fs (%d failures so far)",
+                name, exc, self._retry_s, self.failures)
 
     # -- one shadow (called with the lock held) --------------------------------------------
 

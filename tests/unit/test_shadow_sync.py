@@ -261,3 +261,22 @@ async def test_desired_set_offline_wins_over_local_reported_on_reconnect(gw: Gat
     await until(lambda: gw.reported("state") == "on" and gw.settled())
     assert gw.actuator.applied == [(Action.SWITCH_OFF, {}), (Action.SWITCH_ON, {})]
     assert gw.commands.counters.executed == 2 and gw.commands.counters.deduplicated == 0
+
+
+async def test_unanswered_requests_are_retried_soon_then_backing_off_to_retry_s(
+        tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path)
+    await gateway.boot()
+    try:
+        sync = gateway.sync
+        delays = []
+        for failures in (1, 2, 3, 20):
+            sync.failures = failures
+            delays.append(sync._retry_delay())
+        assert 0.8 <= delays[0] <= 1.0  # a get lost to a broker restart is retried in ~1 s
+        assert delays[0] < delays[1] < delays[2] <= 4.0
+        assert 0.8 * 3600 <= delays[3] <= 3600
+        sync.failures = 0  # answered, but 409s ran out: the whole period
+        assert sync._retry_delay() == 3600
+    finally:
+        await gateway.crash()
