@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from cloud_sync.db.store import now_ms
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import CommandBus, OutboxStore, PublishHandle, StoredCommand
 from cloud_sync.worker_thread import WorkerThread
@@ -24,10 +25,6 @@ from protocols import encode, topics
 from protocols.commands import Action, Command, Priority
 
 log = logging.getLogger(__name__)
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -62,7 +59,7 @@ class CommandDispatcher(WorkerThread):
 
     def __init__(self, outbox: OutboxStore, bus: CommandBus, *, redelivery_s: float = 10.0,
                  puback_timeout_s: float = 5.0, batch: int = 50, max_idle_s: float = 1.0,
-                 now_ms: Callable[[], int] = _wall_ms) -> None:
+                 now_ms: Callable[[], int] = now_ms) -> None:
         super().__init__()
         self._outbox = outbox
         self._bus = bus

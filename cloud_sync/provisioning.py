@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -25,6 +24,7 @@ from cryptography.x509.oid import AttributeOID
 
 from cloud_sync.ca import CaError, CertificateAuthority, IssuedCertificate, common_name, load_csr
 from cloud_sync.db.provisioning_store import CertificateGrant
+from cloud_sync.db.store import now_ms
 from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import InboundMessage, IngestBus
 from cloud_sync.provisioning_rules import (
@@ -74,17 +74,13 @@ class ProvisioningStats:
         return asdict(self)
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ProvisioningService(MessageWorker[ProvisioningStats]):
     thread_name = "provisioning"
 
     def __init__(self, store: ProvisioningStore, bus: IngestBus,
                  ca: Callable[[], CertificateAuthority], *,
                  policy: ProvisioningPolicy | None = None, queue_size: int = 64,
-                 retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
+                 retry_max_s: float = 5.0, now_ms: Callable[[], int] = now_ms) -> None:
         """``ca`` loads the CA when first needed (a missing CA rejects requests with 503 and
         says how to create one; it is retried on the next request)."""
         super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from cloud_sync.db.jobs_store import SqlJobsStore
+from cloud_sync.db.store import now_ms
 from cloud_sync.errors import BrokerUnavailable, StorageUnavailable
 from cloud_sync.ports import InboundMessage, PublishHandle, ReplyBus
 from cloud_sync.routing import TopicRouter
@@ -52,10 +53,6 @@ class JobsStats:
         return asdict(self)
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class JobsHousekeeper(WorkerThread):
     """Times out executions past their step or in-progress timer (every ``sweep_interval_s``)
     and sends pending notify-next; :meth:`wake` makes it send them now."""
@@ -63,7 +60,7 @@ class JobsHousekeeper(WorkerThread):
     thread_name = "jobs-housekeeping"
 
     def __init__(self, store: SqlJobsStore, bus: JobsBus, *, sweep_interval_s: float = 5.0,
-                 now_ms: Callable[[], int] = _wall_ms) -> None:
+                 now_ms: Callable[[], int] = now_ms) -> None:
         super().__init__()
         self._store = store
         self._bus = bus
@@ -122,7 +119,7 @@ class JobsService(MessageWorker[JobsStats]):
 
     def __init__(self, store: SqlJobsStore, bus: JobsBus, housekeeper: JobsHousekeeper, *,
                  queue_size: int = 256, retry_max_s: float = 5.0,
-                 now_ms: Callable[[], int] = _wall_ms) -> None:
+                 now_ms: Callable[[], int] = now_ms) -> None:
         super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)
         self._store = store
         self._bus = bus

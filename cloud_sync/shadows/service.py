@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from cloud_sync.db.shadow_store import Change, Reply, SqlShadowStore
+from cloud_sync.db.store import now_ms
 from cloud_sync.errors import BrokerUnavailable
 from cloud_sync.ports import InboundMessage, ReplyBus
 from cloud_sync.routing import TopicRouter
@@ -50,15 +50,11 @@ class ShadowStats:
         return asdict(self)
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ShadowService(MessageWorker[ShadowStats]):
     thread_name = "shadows"
 
     def __init__(self, store: SqlShadowStore, bus: ReplyBus, *, queue_size: int = 256,
-                 retry_max_s: float = 5.0, now_ms: Callable[[], int] = _wall_ms) -> None:
+                 retry_max_s: float = 5.0, now_ms: Callable[[], int] = now_ms) -> None:
         super().__init__(queue_size=queue_size, retry_max_s=retry_max_s)
         self.store = store
         self._bus = bus
