@@ -18,9 +18,9 @@ import pytest
 from awscrt import mqtt5, mqtt_request_response
 from awsiot import mqtt5_client_builder
 
-from cloud_sync.bootstrap import CloudService, load_settings
-from tests.integration.conftest_cloud import cloud_settings, register, started
-from tests.tls_broker import CLOUD_IDENTITY, TlsBroker
+from cloud_sync.bootstrap import CloudService
+from tests.integration.conftest_cloud import cloud_settings, register, started, tls_cloud_settings
+from tests.tls_broker import TlsBroker
 
 __all__ = ["AwsSetup", "aws_setup", "request_response_options"]
 
@@ -54,11 +54,8 @@ def aws_setup(request: pytest.FixtureRequest, tmp_path: Path, thing: str,
                 on_lifecycle_event_stopped_fn=on_stop))
     else:
         tls: TlsBroker = request.getfixturevalue("tls_broker")
-        cloud_id, gateway = tls.identity(CLOUD_IDENTITY), tls.identity(thing)
-        settings = load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}",
-                                 mqtt_url=tls.url, data_dir=tmp_path,
-                                 client_id=f"cloud-{thing}", mqtt_ca_file=cloud_id.ca,
-                                 mqtt_cert_file=cloud_id.cert, mqtt_key_file=cloud_id.key)
+        gateway = tls.identity(thing)
+        settings = tls_cloud_settings(tls, tmp_path, f"cloud-{thing}")
 
         def builder(on_up: Callable[..., None], on_stop: Callable[..., None]) -> mqtt5.Client:
             return mqtt5_client_builder.mtls_from_path(

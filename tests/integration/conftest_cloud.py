@@ -5,6 +5,7 @@ Owned by the cloud_sync ingestion part; other parts keep their helpers in their 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import socket
@@ -24,9 +25,11 @@ from sqlalchemy.engine import make_url
 from cloud_sync.bootstrap import CloudService, build_service, build_store, load_settings
 from cloud_sync.db import migrate
 from cloud_sync.settings import CloudSettings
+from cloud_sync.shadows.service import ShadowService
 from protocols import Reading, TelemetryAck, TelemetryBatch, Unit, decode, encode, topics
 from tests.auth_helpers import headers, operator_key
 from tests.services import Mosquitto, running_mosquitto, throwaway_postgres
+from tests.tls_broker import CLOUD_IDENTITY, TlsBroker
 
 GW = "gw-1"
 TS0 = 1_700_000_000_000
@@ -43,6 +46,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """``wait_until`` for async tests: poll without blocking the event loop."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 def make_batch(first_seq: int, n: int, gw: str = GW, meter: str = "m1",
@@ -80,6 +93,15 @@ def cloud_settings(db_url: str, broker: Mosquitto, tmp_path: Path, **extra: obje
     return load_settings(**options)
 
 
+def tls_cloud_settings(tls: TlsBroker, tmp_path: Path, client_id: str, **extra: object,
+                       ) -> CloudSettings:
+    """The cloud on SQLite in ``tmp_path``, connected to ``tls`` with the cloud identity."""
+    me = tls.identity(CLOUD_IDENTITY)
+    return load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}", mqtt_url=tls.url,
+                         mqtt_ca_file=me.ca, mqtt_cert_file=me.cert, mqtt_key_file=me.key,
+                         data_dir=tmp_path / "cloud", client_id=client_id, **extra)
+
+
 def register(settings: CloudSettings, *gateways: str) -> None:
     store = build_store(settings)
     try:
@@ -107,6 +129,10 @@ def cloud(db_url: str, broker: Mosquitto, tmp_path: Path) -> Iterator[CloudServi
         yield service
     finally:
         service.stop()
+
+
+def shadows_of(service: CloudService) -> ShadowService:
+    return next(s for s in service.services if isinstance(s, ShadowService))
 
 
 def api_client(service: CloudService, api_key: str | None = None) -> httpx.AsyncClient:

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cloud_sync.bootstrap import CloudService, load_settings
+from cloud_sync.bootstrap import CloudService
 from edge_agent.awsiot_jobs import AwsIotJobsChannel
 from edge_agent.awsiot_uplink import AwsIotUplink
 from edge_agent.config import MqttSettings
 from edge_agent.jobs_channel import JobsRejected
 from edge_agent.ports import Message
-from tests.integration.conftest_cloud import register, started
+from tests.integration.conftest_cloud import register, started, tls_cloud_settings
 from tests.integration.jobs_fixtures import jobs_of, jobs_store
-from tests.tls_broker import CLOUD_IDENTITY, TlsBroker
+from tests.tls_broker import TlsBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 GW = "gw-jobs-aws"
@@ -27,11 +27,7 @@ T0 = 1_795_000_000_000
 
 @pytest.fixture
 def cloud(tls_broker: TlsBroker, tmp_path: Path) -> Iterator[CloudService]:
-    me = tls_broker.identity(CLOUD_IDENTITY)
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}",
-                             mqtt_url=tls_broker.url, mqtt_ca_file=me.ca, mqtt_cert_file=me.cert,
-                             mqtt_key_file=me.key, data_dir=tmp_path / "cloud",
-                             client_id="cloud-jobs-aws")
+    settings = tls_cloud_settings(tls_broker, tmp_path, "cloud-jobs-aws")
     register(settings, GW)
     service = started(settings)
     try:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud_sync.bootstrap import CloudService, load_settings
+from cloud_sync.bootstrap import CloudService
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import make_db_breaker
-from cloud_sync.shadows.service import ShadowService
 from edge_agent.actuators import FakeActuator
 from edge_agent.awsiot_jobs import AwsIotJobsChannel
 from edge_agent.awsiot_shadow import AwsIotShadowChannel
@@ -29,8 +28,15 @@ from firmware_update.slots_dir import DirectorySlots
 from protocols import shadow
 from protocols.commands import Action
 from tests.fw_helpers import app_tree, make_signer
-from tests.integration.conftest_cloud import api_client, register, started
-from tests.tls_broker import CLOUD_IDENTITY, TlsBroker
+from tests.integration.conftest_cloud import (
+    api_client,
+    register,
+    shadows_of,
+    started,
+    tls_cloud_settings,
+    until,
+)
+from tests.tls_broker import TlsBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 GW = "gw-shadow-aws"
@@ -38,11 +44,7 @@ GW = "gw-shadow-aws"
 
 @pytest.fixture
 def cloud(tls_broker: TlsBroker, tmp_path: Path) -> Iterator[CloudService]:
-    me = tls_broker.identity(CLOUD_IDENTITY)
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}",
-                             mqtt_url=tls_broker.url, mqtt_ca_file=me.ca, mqtt_cert_file=me.cert,
-                             mqtt_key_file=me.key, data_dir=tmp_path / "cloud",
-                             client_id="cloud-shadow-aws")
+    settings = tls_cloud_settings(tls_broker, tmp_path, "cloud-shadow-aws")
     register(settings, GW)
     service = started(settings)
     SqlRegistryStore(service.engine, make_db_breaker(3, 1.0)).add_device(
@@ -51,10 +53,6 @@ def cloud(tls_broker: TlsBroker, tmp_path: Path) -> Iterator[CloudService]:
         yield service
     finally:
         service.stop()
-
-
-def shadows_of(service: CloudService) -> ShadowService:
-    return next(s for s in service.services if isinstance(s, ShadowService))
 
 
 def mqtt_settings(tls_broker: TlsBroker) -> MqttSettings:
@@ -102,15 +100,6 @@ async def test_shadow_channel_through_the_sdk_on_the_agents_own_connection(
     after = shadows_of(cloud).store.get(GW, "boiler")
     assert after.desired is None and after.reported == {"state": "on"}
     assert await channel.get("heater") is None  # the second stream is live too
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 def firmware_settings(tmp_path: Path) -> dict[str, object]:

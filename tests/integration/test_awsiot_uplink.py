@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cloud_sync.bootstrap import CloudService, load_settings
+from cloud_sync.bootstrap import CloudService
 from cloud_sync.db.schema import readings as readings_table
 from edge_agent.awsiot_uplink import AwsIotUplink
 from edge_agent.config import AgentConfig
@@ -22,7 +22,7 @@ from edge_agent.scheduler import FakePoller
 from edge_agent.uplink import UplinkError
 from protocols import topics
 from protocols.models import GatewayStatus, Reading, Unit, decode
-from tests.integration.conftest_cloud import register, started
+from tests.integration.conftest_cloud import register, started, tls_cloud_settings
 from tests.integration.conftest_uplink_cloud import Changes
 from tests.tls_broker import CLOUD_IDENTITY, MqttProbe, TlsBroker
 
@@ -34,11 +34,7 @@ NOW_MS = 1_764_000_000_000
 
 @pytest.fixture
 def cloud(tls_broker: TlsBroker, tmp_path: Path) -> Iterator[CloudService]:
-    me = tls_broker.identity(CLOUD_IDENTITY)
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'cloud.sqlite'}",
-                             mqtt_url=tls_broker.url, mqtt_ca_file=me.ca, mqtt_cert_file=me.cert,
-                             mqtt_key_file=me.key, data_dir=tmp_path / "cloud",
-                             client_id="cloud-aws", ingest_retry_max_s=0.5)
+    settings = tls_cloud_settings(tls_broker, tmp_path, "cloud-aws", ingest_retry_max_s=0.5)
     register(settings, GW)
     service = started(settings)
     try:

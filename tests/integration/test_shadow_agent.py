@@ -17,7 +17,6 @@ import pytest
 from cloud_sync.bootstrap import CloudService
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import make_db_breaker
-from cloud_sync.shadows.service import ShadowService
 from edge_agent.actuators import FakeActuator
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
@@ -25,7 +24,14 @@ from edge_agent.scheduler import FakePoller
 from protocols import shadow
 from protocols.commands import Action
 from simulator import MeterSimulator
-from tests.integration.conftest_cloud import api_client, cloud_settings, register, started
+from tests.integration.conftest_cloud import (
+    api_client,
+    cloud_settings,
+    register,
+    shadows_of,
+    started,
+    until,
+)
 from tests.integration.water_heater_agent import (
     AGENT_TOML,
     WATER_HEATER_UNIT,
@@ -58,18 +64,7 @@ def cloud(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[CloudService]:
 
 
 def cloud_shadow(service: CloudService, name: str) -> shadow.ShadowDocument:
-    shadows = next(s for s in service.services if isinstance(s, ShadowService))
-    return shadows.store.get(GW, name)
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll state nobody notifies about (the cloud's database) until ``predicate()``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    return shadows_of(service).store.get(GW, name)
 
 
 def settled_at(service: CloudService, name: str, state: str) -> Callable[[], bool]:

@@ -21,7 +21,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cloud_sync.bootstrap import CloudService
 from cloud_sync.db.registry_store import SqlRegistryStore
 from cloud_sync.db.store import make_db_breaker
-from cloud_sync.shadows.service import ShadowService
 from tests.auth_helpers import headers, home_with_owner, operator_key
 from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     GW,
@@ -33,6 +32,7 @@ from tests.integration.conftest_cloud import (  # noqa: F401 - fixtures
     db_url,
     outage,
     register,
+    shadows_of,
     started,
 )
 from tests.services import Mosquitto
@@ -77,10 +77,6 @@ def probe(broker: Mosquitto) -> Iterator[ShadowProbe]:
     client = ShadowProbe(broker)
     yield client
     client.close()
-
-
-def shadows_of(service: CloudService) -> ShadowService:
-    return next(s for s in service.services if isinstance(s, ShadowService))
 
 
 def test_update_get_delta_documents_and_rejections_on_the_wire(
