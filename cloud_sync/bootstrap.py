@@ -208,10 +208,7 @@ def build_service(settings: CloudSettings) -> CloudService:
                             retry_max_s=settings.ingest_retry_max_s)
     router.add(COMMAND_ACK_FILTER, acks.offer)
     jobs = build_jobs(settings, store, bus, router)
-    shadows = ShadowService(SqlShadowStore(store.engine, store.breaker), bus,
-                            queue_size=settings.ingest_queue_size,
-                            retry_max_s=settings.ingest_retry_max_s)
-    shadows.register(router)
+    shadows = _shadows(settings, store, bus, router)
     dispatcher = CommandDispatcher(SqlOutbox(store.engine, store.breaker), bus,
                                    redelivery_s=settings.command_redelivery_s,
                                    puback_timeout_s=settings.effective_puback_timeout_s)
@@ -255,6 +252,15 @@ def _provisioning(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIn
         retry_max_s=settings.ingest_retry_max_s)
     router.add(CREATE_FROM_CSR_TOPIC, service.offer)
     router.add(PROVISION_FILTER, service.offer)
+    return service
+
+
+def _shadows(settings: CloudSettings, store: SqlTelemetryStore, bus: PahoIngestBus,
+             router: TopicRouter) -> ShadowService:
+    service = ShadowService(SqlShadowStore(store.engine, store.breaker), bus,
+                            queue_size=settings.ingest_queue_size,
+                            retry_max_s=settings.ingest_retry_max_s)
+    service.register(router)
     return service
 
 
