@@ -12,7 +12,6 @@ is 404 (``cloud_sync.auth``). Desired keys are the device's settings
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -24,13 +23,12 @@ from cloud_sync.auth import CurrentAccess, CurrentPrincipal
 from cloud_sync.errors import BadInput, NotFound
 from cloud_sync.ports import Device
 from cloud_sync.shadows.service import ShadowService
-from protocols import shadow
+from protocols import shadow, topics
 from protocols.device_shadow import desired_actions
 from protocols.errors import InvalidMessage
 
 __all__ = ["register_shadows"]
 
-_SHADOW_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,64}$")
 
 
 class ShadowPatch(BaseModel):
@@ -41,7 +39,7 @@ class ShadowPatch(BaseModel):
 
 
 def _shadow_name(device: Device) -> str:
-    if not _SHADOW_NAME.match(device.local_id):
+    if not topics.is_shadow_name(device.local_id):
         raise BadInput(f"device {device.id!r} has no shadow: its local id "
                        f"{device.local_id!r} is not a valid shadow name (A-Z a-z 0-9 : _ -)")
     return device.local_id

@@ -12,7 +12,6 @@ when none are injected, and the cloud channels chosen by ``mqtt.transport``.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,7 +55,6 @@ __all__ = ["CloudChannels", "build_channels", "build_command_service", "build_po
            "build_uplink", "clock_sync", "shadow_names", "sqlite_buffer", "start_shadow_sync"]
 
 log = logging.getLogger(__name__)
-_SHADOW_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,64}$")  # AWS's rule for shadow names
 
 
 def sqlite_buffer(config: AgentConfig, clock: Clock) -> TelemetryBuffer:
@@ -140,7 +138,7 @@ def shadow_names(config: AgentConfig, actuator_ids: Collection[str]) -> list[str
     refuses as shadow names: one warning names them)."""
     if not config.shadow.enabled:
         return []
-    names = sorted(i for i in actuator_ids if _SHADOW_NAME.match(i))
+    names = sorted(i for i in actuator_ids if topics.is_shadow_name(i))
     left_out = sorted(set(actuator_ids) - set(names))
     if left_out:
         log.warning("actuators %s get no shadow: a shadow name allows only A-Z a-z 0-9 : _ - "

@@ -32,6 +32,11 @@ _HW_TAILS: dict[tuple[str, ...], HwKind] = {
 }
 
 
+def is_shadow_name(name: str) -> bool:
+    """AWS's rule for (named) shadow names: ``[A-Za-z0-9:_-]``, 1-64 characters."""
+    return _SHADOW_NAME.match(name) is not None
+
+
 def _thing(name: str) -> str:
     if not _THING.match(name):
         raise InvalidMessage(
