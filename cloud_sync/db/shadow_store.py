@@ -78,14 +78,6 @@ class SqlShadowStore(GuardedStore):
             return outcome.replies
         return self._write(run)
 
-    def names(self, thing: str) -> list[str]:
-        """The thing's existing named shadows (``ListNamedShadowsForThing``)."""
-        def run(conn: sa.Connection) -> list[str]:
-            return [str(n) for n in conn.scalars(sa.select(S.shadow_name).where(
-                S.thing_name == thing, S.present, S.shadow_name != "").order_by(
-                S.shadow_name))]
-        return self._read(run)
-
     def _lock(self, conn: sa.Connection, thing: str, name: str, now_ms: int) -> Any:
         pg = self.engine.dialect.name == "postgresql"
         insert = pg_insert if pg else sqlite_insert
