@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_sync.db.jobs_store import SqlJobsStore
@@ -48,9 +48,6 @@ class JobsStats:
     rejected: int = 0
     overflowed: int = 0
     db_failures: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class JobsHousekeeper(WorkerThread):

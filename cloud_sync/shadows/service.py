@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync.db.shadow_store import Change, Reply, SqlShadowStore
@@ -45,9 +45,6 @@ class ShadowStats:
     invalid_topics: int = 0
     overflowed: int = 0
     db_failures: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class ShadowService(MessageWorker[ShadowStats]):
