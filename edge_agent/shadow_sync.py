@@ -76,6 +76,7 @@ class ShadowSync:
         self._backoff = Backoff(min(1.0, retry_s), retry_s)
         self.shadows: dict[str, LocalShadow] = {n: LocalShadow(n) for n in self.names}
         self._stale: set[str] = set(self.names)  # to get() before anything else is sent
+        self._disconnects = 0  # counted by _watch_link
         self._inflight: set[str] = set()
         self._lock = asyncio.Lock()  # one shadow conversation at a time: versions stay right
         self._save_lock = asyncio.Lock()
@@ -105,11 +106,12 @@ class ShadowSync:
         await asyncio.to_thread(self._store.close)
 
     async def run(self) -> None:
-        """Both loops until cancelled; one failing cancels the other (the supervisor then
-        restarts the pair)."""
+        """The loops until cancelled; one failing cancels the others (the supervisor then
+        restarts them together)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._sync_loop())
             group.create_task(self._delta_loop())
+            group.create_task(self._watch_link())
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -122,7 +124,17 @@ class ShadowSync:
                 await self._wait_for_work(None if ok else self._retry_delay())
                 if self._link.is_connected:
                     ok = await self._sync_all()
+
+    async def _watch_link(self) -> None:
+        """Every disconnect makes every shadow stale, as it happens: the sync loop can be busy
+        (a slow fsync) through a whole disconnect and reconnect, and would then miss the
+        ``get`` that finds desired changes made while we were away."""
+        while True:
+            await self._link.wait_disconnected()
+            self._disconnects += 1
             self._stale = set(self.names)
+            self._wake.set()
+            await self._link.wait_connected()
 
     def _retry_delay(self) -> float:
         """Unanswered requests back off from 1 s to ``retry_s``; a reconcile that ran out of
@@ -186,6 +198,7 @@ class ShadowSync:
         """``get``, send what is pending, apply what remains of the delta (and requests
         taken on before a crash whose ack was never seen: their ids dedup them)."""
         for _ in range(CONFLICT_RETRIES):
+            disconnects = self._disconnects
             snapshot = await self._channel.get(name)
             shadow = await self._set(take_snapshot(self.shadows[name], snapshot))
             remaining = dict(snapshot.delta) if snapshot is not None else {}
@@ -196,7 +209,8 @@ class ShadowSync:
                     continue  # 409: someone changed it meanwhile; look again
                 remaining = expected_delta(snapshot, state)
             remaining = {**unfinished(self.shadows[name]), **remaining}
-            self._stale.discard(name)
+            if self._disconnects == disconnects:  # else: a disconnect since the get
+                self._stale.discard(name)
             if snapshot is not None and remaining:
                 await self._apply(name, remaining, snapshot.desired_ts, snapshot.version)
             return True

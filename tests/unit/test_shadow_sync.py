@@ -6,6 +6,7 @@ cleared, and offline changes reconcile with local winning for reported, cloud fo
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,43 @@ async def test_desired_set_offline_wins_over_local_reported_on_reconnect(gw: Gat
     await until(lambda: gw.reported("state") == "on" and gw.settled())
     assert gw.actuator.applied == [(Action.SWITCH_OFF, {}), (Action.SWITCH_ON, {})]
     assert gw.commands.counters.executed == 2 and gw.commands.counters.deduplicated == 0
+
+
+class StallingStore(SqliteShadowStore):
+    """A save that waits for :attr:`go` once :attr:`stall` is set: a slow fsync on an SD card."""
+
+    stall = False
+    go = threading.Event()
+
+    def save(self, shadow: LocalShadow) -> None:
+        if self.stall:
+            self.go.wait(10)
+        super().save(shadow)
+
+
+async def test_a_reconnect_while_the_sync_is_busy_still_gets_the_desired_set_meanwhile(
+        tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, store=StallingStore)
+    gw.channel.set_connected(True)
+    await gw.boot()
+    store = gw.sync._store
+    assert isinstance(store, StallingStore)
+    store.go = threading.Event()
+    try:
+        await until(lambda: gw.sync.synced)
+        store.stall = True
+        gw.switch_locally(Action.SWITCH_OFF)  # its report's save stalls the sync
+        await until(lambda: len(gw.local_acks) == 1)
+        gw.channel.set_connected(False)  # a whole disconnect and reconnect meanwhile,
+        gw.channel.set_desired(DEVICE, {"state": "on"})  # with a desired change the device
+        gw.channel.set_connected(True)  # hears of only through a get
+        store.stall = False
+        store.go.set()
+        await until(lambda: gw.reported("state") == "on" and gw.settled())
+        assert gw.actuator.applied == [(Action.SWITCH_OFF, {}), (Action.SWITCH_ON, {})]
+    finally:
+        store.go.set()
+        await gw.crash()
 
 
 async def test_unanswered_requests_are_retried_soon_then_backing_off_to_retry_s(
