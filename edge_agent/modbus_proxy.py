@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping
 from edge_agent.config import AgentConfig
 from edge_agent.errors import BusConnectError, BusError
 from edge_agent.ports import ModbusRegisterBus
+from edge_agent.supervise import cancel_and_wait
 from protocols.modbus.mbap import (
     GATEWAY_PATH_UNAVAILABLE,
     GATEWAY_TARGET_FAILED,
@@ -85,9 +86,7 @@ class ModbusTcpProxy:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await cancel_and_wait(list(self._clients))
         if server is not None:
             await server.wait_closed()
 

@@ -75,7 +75,7 @@ from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
 from edge_agent.service_watchdog import ServiceWatchdog
 from edge_agent.shadow_sync import ShadowSync
 from edge_agent.status import offline_status, online_status
-from edge_agent.supervise import supervise
+from edge_agent.supervise import cancel_and_wait, supervise
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from protocols import topics
 from protocols.errors import InvalidMessage
@@ -261,9 +261,7 @@ class Agent:
         if self._poller is not None:
             await self._poller.stop()
             self._poller = None
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         farewell = offline_status(self.gateway_id, self.clock.now_ms())
         await self.uplink.stop(Message(self._status_topic, encode(farewell), retain=True))
@@ -394,5 +392,37 @@ async def _run(config: AgentConfig) -> int:
             waiter.cancel()
     finally:
         log.info("agent %s stopping", config.gateway_id)
-        await agent.stop()
+        reporter = asyncio.ensure_future(_report_slow_stop(SLOW_STOP_S))
+        try:
+            await agent.stop()
+        finally:
+            reporter.cancel()
     return agent.exit_code
+
+
+SLOW_STOP_S = 10.0
+
+
+async def _report_slow_stop(after_s: float) -> None:
+    """A stop that hangs is killed by systemd (``TimeoutStopSec``) with nothing said: log what
+    is still running first, so the journal shows where it hangs."""
+    await asyncio.sleep(after_s)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me:
+            log.error("stop is taking over %.0fs; task %s is still at: %s", after_s,
+                      task.get_name(), " <- ".join(_await_chain(task)))
+
+
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where a task waits, innermost last (``Task.get_stack`` shows only its outer frame)."""
+    places: list[str] = []
+    awaited: object = task.get_coro()
+    while awaited is not None and len(places) < 50:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            places.append(repr(awaited))
+            break
+        places.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return places

@@ -31,6 +31,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgeAgentError
 from edge_agent.meter_reader import build_readers
 from edge_agent.ports import Clock, MeterSource, ModbusBus, OnReadings
+from edge_agent.supervise import cancel_and_wait
 from protocols.models import MeterHealth, Reading
 
 log = logging.getLogger(__name__)
@@ -177,10 +178,7 @@ class MeterPoller:
         stopped = asyncio.Event()
         scheduler.add_listener(lambda _event: stopped.set(), EVENT_SCHEDULER_SHUTDOWN)
         scheduler.shutdown(wait=False)
-        running = list(self._running)
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await cancel_and_wait(list(self._running))
         await stopped.wait()
 
 

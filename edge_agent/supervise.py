@@ -1,14 +1,16 @@
-"""Supervising the agent's workers: a failed worker is logged and restarted, never fatal."""
+"""Supervising the agent's workers: a failed worker is logged and restarted, never fatal; a
+worker that swallowed its cancellation is cancelled again, so the agent's stop never hangs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 from edge_agent.backoff import Backoff
 
-__all__ = ["HEALTHY_RUN_S", "supervise"]
+__all__ = ["HEALTHY_RUN_S", "cancel_and_wait", "supervise"]
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +39,24 @@ async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Bac
         delay = backoff.delay(failures)
         log.warning("restarting %s in %.1fs (failure %d)", name, delay, failures)
         await asyncio.sleep(delay)
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], *, nudge_s: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    A task still running ``nudge_s`` after its cancel is cancelled again (and again): on Python
+    3.11, ``asyncio.wait_for`` returns the result instead of raising when the awaited answer
+    lands in the same loop turn as the cancel, and pymodbus awaits every answer that way. The
+    worker then loops back to wait for work, and a plain cancel-and-gather waits forever.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=nudge_s)
+        for task in pending:
+            log.warning("%s ignored its cancellation; cancelling it again", task.get_name())
+            task.cancel()
+    for task in tasks:  # retrieved, so asyncio does not log them as never retrieved
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("%s ended with %r", task.get_name(), task.exception())

@@ -57,11 +57,22 @@ async def simulator() -> AsyncIterator[MeterSimulator]:
 
 @contextlib.contextmanager
 def agent_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The agent's log goes to a file beside ``config``; when the block fails, its tail is
+    printed, so a failure in CI shows what the agent was doing."""
     agent = Path(sys.executable).parent / "homewatt-agent"
-    with subprocess.Popen([str(agent), "run", "--config", str(config)],
-                          stderr=subprocess.DEVNULL) as child:
+    logs = sorted(config.parent.glob("agent-*.log"))
+    log_path = config.parent / f"agent-{len(logs)}.log"
+    with log_path.open("wb") as log_file, \
+            subprocess.Popen([str(agent), "run", "--config", str(config)],
+                             stderr=log_file) as child:
         try:
             yield child
+        except BaseException:
+            child.kill()
+            child.wait()
+            print(f"--- {log_path.name} (last 80 lines) ---")
+            print("\n".join(log_path.read_text(errors="replace").splitlines()[-80:]))
+            raise
         finally:
             child.kill()
 
