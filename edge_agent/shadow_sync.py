@@ -32,6 +32,7 @@ from edge_agent.ports import ActuatorResult, Clock, Connectivity, ShadowChannel,
 from edge_agent.shadow_channel import ShadowRejected, ShadowUnavailable
 from edge_agent.shadow_local import (
     LocalShadow,
+    Planned,
     after_report,
     expected_delta,
     observe_ack,
@@ -266,7 +267,7 @@ class ShadowSync:
             return
         now = self._clock.now_ms()
         for item in planned:
-            if item.command_id in self._inflight:
+            if item.command_id in self._inflight or not self._still_wanted(name, item):
                 continue
             command = Command(command_id=item.command_id, gateway_id=self.gateway_id,
                               device_id=name, action=item.action.action,
@@ -280,6 +281,14 @@ class ShadowSync:
                             item.key, name)
         if shadow.report_pending:
             self._wake.set()  # an invalid key was refused: report (and clear) it
+
+    def _still_wanted(self, name: str, item: Planned) -> bool:
+        """The request ``item`` was planned for is still open: its ack can land while the plan
+        is saved, and then its id has already left ``_inflight`` (a resubmission would only
+        be deduplicated, but it is a second trip through the executor)."""
+        request = self.shadows[name].requests.get(item.key)
+        return (request is not None and not request.handled
+                and self.shadows[name].command_id(self.gateway_id, item.key) == item.command_id)
 
     # -- acks (on the command worker: quick, no shadow I/O) --------------------------------
 
