@@ -88,6 +88,9 @@ __all__ = ["Agent", "PollerFactory", "run", "supervise"]
 
 log = logging.getLogger(__name__)
 
+# A stop still running after this long logs where each task waits (then systemd may kill it).
+SLOW_STOP_S = 10.0
+
 EXIT_OK, EXIT_FAILED = 0, 1
 PollerFactory = Callable[[OnReadings], Poller]
 
@@ -398,9 +401,6 @@ async def _run(config: AgentConfig) -> int:
         finally:
             reporter.cancel()
     return agent.exit_code
-
-
-SLOW_STOP_S = 10.0
 
 
 async def _report_slow_stop(after_s: float) -> None:

@@ -276,8 +276,10 @@ class StallingStore(SqliteShadowStore):
         super().save(shadow)
 
 
-async def test_a_reconnect_while_the_sync_is_busy_still_gets_the_desired_set_meanwhile(
-        tmp_path: Path) -> None:
+@pytest.fixture
+async def stalling(tmp_path: Path) -> AsyncIterator[tuple[Gateway, StallingStore]]:
+    """A synced gateway whose shadow saves stall while ``store.stall`` is set, until
+    ``store.go``."""
     gw = Gateway(tmp_path, store=StallingStore)
     gw.channel.set_connected(True)
     await gw.boot()
@@ -286,19 +288,25 @@ async def test_a_reconnect_while_the_sync_is_busy_still_gets_the_desired_set_mea
     store.go = threading.Event()
     try:
         await until(lambda: gw.sync.synced)
-        store.stall = True
-        gw.switch_locally(Action.SWITCH_OFF)  # its report's save stalls the sync
-        await until(lambda: len(gw.local_acks) == 1)
-        gw.channel.set_connected(False)  # a whole disconnect and reconnect meanwhile,
-        gw.channel.set_desired(DEVICE, {"state": "on"})  # with a desired change the device
-        gw.channel.set_connected(True)  # hears of only through a get
-        store.stall = False
-        store.go.set()
-        await until(lambda: gw.reported("state") == "on" and gw.settled())
-        assert gw.actuator.applied == [(Action.SWITCH_OFF, {}), (Action.SWITCH_ON, {})]
+        yield gw, store
     finally:
         store.go.set()
         await gw.crash()
+
+
+async def test_a_reconnect_while_the_sync_is_busy_still_gets_the_desired_set_meanwhile(
+        stalling: tuple[Gateway, StallingStore]) -> None:
+    gw, store = stalling
+    store.stall = True
+    gw.switch_locally(Action.SWITCH_OFF)  # its report's save stalls the sync
+    await until(lambda: len(gw.local_acks) == 1)
+    gw.channel.set_connected(False)  # a whole disconnect and reconnect meanwhile,
+    gw.channel.set_desired(DEVICE, {"state": "on"})  # with a desired change the device
+    gw.channel.set_connected(True)  # hears of only through a get
+    store.stall = False
+    store.go.set()
+    await until(lambda: gw.reported("state") == "on" and gw.settled())
+    assert gw.actuator.applied == [(Action.SWITCH_OFF, {}), (Action.SWITCH_ON, {})]
 
 
 async def test_unanswered_requests_are_retried_soon_then_backing_off_to_retry_s(
@@ -321,39 +329,28 @@ async def test_unanswered_requests_are_retried_soon_then_backing_off_to_retry_s(
 
 
 async def test_an_ack_landing_while_its_delta_is_planned_again_is_not_resubmitted(
-        tmp_path: Path) -> None:
+        stalling: tuple[Gateway, StallingStore]) -> None:
     """A delta seen again (the persistent session's copy of what ``get`` already returned) is
     planned while its command is in flight; the ack lands while that plan is being saved.
     The plan's command must then be dropped, not sent through the executor a second time."""
-    gw = Gateway(tmp_path, store=StallingStore)
-    gw.channel.set_connected(True)
-    await gw.boot()
-    store = gw.sync._store
-    assert isinstance(store, StallingStore)
-    store.go = threading.Event()
-    try:
-        await until(lambda: gw.sync.synced)
-        version = gw.sync.shadows[DEVICE].version or 0
-        store.stall = True
-        planning = asyncio.create_task(
-            gw.sync._apply(DEVICE, {"state": "on"}, {"state": 1}, version))
-        await until(lambda: DEVICE in gw.sync.shadows
-                    and "state" in gw.sync.shadows[DEVICE].requests)
-        command_id = gw.sync.shadows[DEVICE].command_id(GW, "state")
-        assert command_id is not None
-        now = gw.clock.now_ms()
-        gw.commands.submit_local(  # the first sighting's command, executed and acked now
-            Command(command_id=command_id, gateway_id=GW, device_id=DEVICE,
-                    action=Action.SWITCH_ON, issued_at=now, expires_at=now + 30_000),
-            gw.sync._on_reply)
-        await until(lambda: gw.sync.shadows[DEVICE].requests["state"].handled)
-        store.stall = False
-        store.go.set()
-        await planning
-        await until(lambda: not gw.sync._inflight and gw.reported("state") == "on"
-                    and gw.settled())
-        assert gw.actuator.applied == [(Action.SWITCH_ON, {})]
-        assert (gw.commands.counters.executed, gw.commands.counters.deduplicated) == (1, 0)
-    finally:
-        store.go.set()
-        await gw.crash()
+    gw, store = stalling
+    version = gw.sync.shadows[DEVICE].version or 0
+    store.stall = True
+    planning = asyncio.create_task(
+        gw.sync._apply(DEVICE, {"state": "on"}, {"state": 1}, version))
+    await until(lambda: "state" in gw.sync.shadows[DEVICE].requests)
+    command_id = gw.sync.shadows[DEVICE].command_id(GW, "state")
+    assert command_id is not None
+    now = gw.clock.now_ms()
+    gw.commands.submit_local(  # the first sighting's command, executed and acked now
+        Command(command_id=command_id, gateway_id=GW, device_id=DEVICE,
+                action=Action.SWITCH_ON, issued_at=now, expires_at=now + 30_000),
+        gw.sync._on_reply)
+    await until(lambda: gw.sync.shadows[DEVICE].requests["state"].handled)
+    store.stall = False
+    store.go.set()
+    await planning
+    await until(lambda: not gw.sync._inflight and gw.reported("state") == "on"
+                and gw.settled())
+    assert gw.actuator.applied == [(Action.SWITCH_ON, {})]
+    assert (gw.commands.counters.executed, gw.commands.counters.deduplicated) == (1, 0)
