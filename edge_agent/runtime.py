@@ -75,7 +75,7 @@ from edge_agent.sd_notify import notifier_from_env, watchdog_interval_s
 from edge_agent.service_watchdog import ServiceWatchdog
 from edge_agent.shadow_sync import ShadowSync
 from edge_agent.status import offline_status, online_status
-from edge_agent.supervise import cancel_and_wait, supervise
+from edge_agent.supervise import SLOW_STOP_S, cancel_and_wait, report_slow_stop, supervise
 from edge_agent.telemetry_drain import LimitedPublisher, TelemetryDrain
 from protocols import topics
 from protocols.errors import InvalidMessage
@@ -87,9 +87,6 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "PollerFactory", "run", "supervise"]
 
 log = logging.getLogger(__name__)
-
-# A stop still running after this long logs where each task waits (then systemd may kill it).
-SLOW_STOP_S = 10.0
 
 EXIT_OK, EXIT_FAILED = 0, 1
 PollerFactory = Callable[[OnReadings], Poller]
@@ -395,34 +392,9 @@ async def _run(config: AgentConfig) -> int:
             waiter.cancel()
     finally:
         log.info("agent %s stopping", config.gateway_id)
-        reporter = asyncio.ensure_future(_report_slow_stop(SLOW_STOP_S))
+        reporter = asyncio.ensure_future(report_slow_stop(SLOW_STOP_S))
         try:
             await agent.stop()
         finally:
             reporter.cancel()
     return agent.exit_code
-
-
-async def _report_slow_stop(after_s: float) -> None:
-    """A stop that hangs is killed by systemd (``TimeoutStopSec``) with nothing said: log what
-    is still running first, so the journal shows where it hangs."""
-    await asyncio.sleep(after_s)
-    me = asyncio.current_task()
-    for task in asyncio.all_tasks():
-        if task is not me:
-            log.error("stop is taking over %.0fs; task %s is still at: %s", after_s,
-                      task.get_name(), " <- ".join(_await_chain(task)))
-
-
-def _await_chain(task: asyncio.Task[object]) -> list[str]:
-    """Where a task waits, innermost last (``Task.get_stack`` shows only its outer frame)."""
-    places: list[str] = []
-    awaited: object = task.get_coro()
-    while awaited is not None and len(places) < 50:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is None:
-            places.append(repr(awaited))
-            break
-        places.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-    return places

@@ -1,5 +1,6 @@
 """Supervising the agent's workers: a failed worker is logged and restarted, never fatal; a
-worker that swallowed its cancellation is cancelled again, so the agent's stop never hangs."""
+worker that swallowed its cancellation is cancelled again, so the agent's stop never hangs,
+and a slow stop says where each task waits."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 from edge_agent.backoff import Backoff
 
-__all__ = ["HEALTHY_RUN_S", "cancel_and_wait", "supervise"]
+__all__ = ["HEALTHY_RUN_S", "SLOW_STOP_S", "cancel_and_wait", "report_slow_stop", "supervise"]
 
 log = logging.getLogger(__name__)
 
 # A worker that ran this long before failing starts its restart backoff afresh.
 HEALTHY_RUN_S = 60.0
+# A stop still running after this long logs where each task waits (then systemd may kill it).
+SLOW_STOP_S = 10.0
 
 
 async def supervise(name: str, work: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
@@ -60,3 +63,28 @@ async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], *, nudge_s: floa
     for task in tasks:  # retrieved, so asyncio does not log them as never retrieved
         if not task.cancelled() and task.exception() is not None:
             log.debug("%s ended with %r", task.get_name(), task.exception())
+
+
+async def report_slow_stop(after_s: float) -> None:
+    """A stop that hangs is killed by systemd (``TimeoutStopSec``) with nothing said: log what
+    is still running first, so the journal shows where it hangs."""
+    await asyncio.sleep(after_s)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me:
+            log.error("stop is taking over %.0fs; task %s is still at: %s", after_s,
+                      task.get_name(), " <- ".join(_await_chain(task)))
+
+
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where a task waits, innermost last (``Task.get_stack`` shows only its outer frame)."""
+    places: list[str] = []
+    awaited: object = task.get_coro()
+    while awaited is not None and len(places) < 50:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            places.append(repr(awaited))
+            break
+        places.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return places

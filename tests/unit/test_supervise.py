@@ -12,8 +12,7 @@ import logging
 import pytest
 
 from edge_agent.backoff import Backoff
-from edge_agent.runtime import _report_slow_stop
-from edge_agent.supervise import cancel_and_wait, supervise
+from edge_agent.supervise import cancel_and_wait, report_slow_stop, supervise
 
 
 async def test_a_failing_worker_is_restarted_and_a_cancel_stops_it(
@@ -76,7 +75,7 @@ async def test_a_slow_stop_logs_where_each_task_still_waits(
 
     task = asyncio.create_task(outer(), name="stuck")
     await asyncio.sleep(0)
-    await _report_slow_stop(0.01)
+    await report_slow_stop(0.01)
     (line,) = [r.getMessage() for r in caplog.records if "task stuck" in r.getMessage()]
     assert "is still at: " in line and ".outer (" in line and ".inner (" in line
     assert "Event.wait" in line
